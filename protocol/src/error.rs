@@ -1,7 +1,10 @@
 //! The one error type of the codec. Every variant names what was wrong with the bytes, so a broker can
-//! pass it to the peer that sent them in an ERROR frame.
+//! pass it to the peer that sent them in an ERROR frame; [`WireError::error_code`] says which code to use.
+//! This module owns the error values and their codes, not the decisions about what to do with them.
 
 use thiserror::Error;
+
+use crate::frame::ErrorCode;
 
 /// Why bytes could not be decoded, or a value could not be encoded.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -77,4 +80,154 @@ pub enum WireError {
         /// The offset found.
         found: u64,
     },
+
+    /// A frame's `len` field is above the decoder's maximum, or an encoder was given a frame larger than
+    /// any decoder accepts.
+    #[error("frame payload of {len} bytes exceeds the maximum of {max} bytes")]
+    FrameTooLarge {
+        /// Payload length claimed by the `len` field (or produced by the encoder).
+        len: usize,
+        /// The limit in force.
+        max: usize,
+    },
+    /// A frame's stored CRC does not match its type byte and payload.
+    #[error("frame CRC is {stored:#010x} but its type byte and payload give {actual:#010x}")]
+    FrameCrc {
+        /// The CRC stored in the frame header.
+        stored: u32,
+        /// The CRC computed over the type byte and payload.
+        actual: u32,
+    },
+    /// A frame type byte that the protocol does not define.
+    #[error("unknown frame type {frame_type:#04x}")]
+    UnknownFrameType {
+        /// The type byte as received.
+        frame_type: u8,
+    },
+    /// A frame's payload ends inside one of its fields.
+    #[error("{frame} payload ends inside field `{field}`")]
+    FrameTruncated {
+        /// The frame type's name, such as `HELLO`.
+        frame: &'static str,
+        /// The field that could not be read whole.
+        field: &'static str,
+    },
+    /// A `str16` field whose bytes are not UTF-8.
+    #[error("{frame} field `{field}` is not valid UTF-8")]
+    BadUtf8 {
+        /// The frame type's name.
+        frame: &'static str,
+        /// The field holding the bad bytes.
+        field: &'static str,
+    },
+    /// A frame's payload has bytes after its last field.
+    #[error("{frame} payload has {n_bytes} bytes left over after its last field")]
+    TrailingBytes {
+        /// The frame type's name.
+        frame: &'static str,
+        /// How many bytes were left.
+        n_bytes: usize,
+    },
+    /// A start position whose `kind` byte is not one of the five defined.
+    #[error("{frame} has unknown start position kind {kind}; the known kinds are 0 to 4")]
+    UnknownStartKind {
+        /// The frame type's name (`HELLO` or `SEEK`).
+        frame: &'static str,
+        /// The kind byte as received.
+        kind: u8,
+    },
+    /// A HELLO whose `role` byte is neither consumer (0) nor pipe (1).
+    #[error("HELLO has unknown role {role}; the known roles are 0 (consumer) and 1 (pipe)")]
+    UnknownRole {
+        /// The role byte as received.
+        role: u8,
+    },
+    /// A frame whose fields parse but contradict the protocol, such as a BATCH whose `first_offset` is
+    /// greater than its `last_offset`.
+    #[error("{frame} is malformed: {reason}")]
+    Malformed {
+        /// The frame type's name.
+        frame: &'static str,
+        /// What is wrong, in words fit to send to the peer.
+        reason: String,
+    },
+    /// A string too long for a `str16` field; raised by the encoder, which never truncates.
+    #[error("{frame} field `{field}` is {len} bytes long; the maximum is 65535")]
+    StringTooLong {
+        /// The frame type's name.
+        frame: &'static str,
+        /// The field.
+        field: &'static str,
+        /// The string's length in bytes.
+        len: usize,
+    },
+    /// More topics than a frame's `u16` count can carry; raised by the encoder.
+    #[error("{frame} lists {n_topics} topics; the maximum is 65535")]
+    TooManyTopics {
+        /// The frame type's name.
+        frame: &'static str,
+        /// How many topics were given.
+        n_topics: usize,
+    },
+    /// A JSON record sets two value fields where at most one is allowed.
+    #[error("{first} and {second} are mutually exclusive")]
+    ExclusiveValueFields {
+        /// The first field set.
+        first: &'static str,
+        /// The second field set.
+        second: &'static str,
+    },
+    /// A JSON field that should hold base64 does not.
+    #[error("{field} is not valid base64: {reason}")]
+    BadBase64 {
+        /// The field.
+        field: &'static str,
+        /// The decoder's explanation.
+        reason: String,
+    },
+    /// A JSON record marked as a tombstone that also carries a value.
+    #[error("a tombstone carries no value; drop value, value_text and value_base64")]
+    TombstoneWithValue,
+    /// A JSON record marked as a tombstone without a key: a tombstone deletes a key, so it needs one.
+    #[error("a tombstone needs a key")]
+    TombstoneWithoutKey,
+}
+
+impl WireError {
+    /// The code under which to report this error to the peer in an ERROR frame.
+    ///
+    /// Frame-level faults map to their own codes. Every error that checking a record can raise is
+    /// `BAD_RECORDS`, because on a connection records only arrive inside a BATCH. Errors that only building
+    /// a record can raise (a key or headers too long, bad JSON input) are `BAD_REQUEST`, and the encoder's
+    /// limits on frames this side built are `INTERNAL`: they mean a bug here, not a fault of the peer.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            WireError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+            WireError::FrameCrc { .. } => ErrorCode::BadCrc,
+            WireError::UnknownFrameType { .. } => ErrorCode::UnknownFrameType,
+            WireError::FrameTruncated { .. }
+            | WireError::BadUtf8 { .. }
+            | WireError::TrailingBytes { .. }
+            | WireError::UnknownStartKind { .. }
+            | WireError::UnknownRole { .. }
+            | WireError::Malformed { .. } => ErrorCode::MalformedFrame,
+            WireError::ZeroLength
+            | WireError::RecordTooShort { .. }
+            | WireError::RecordTooLarge { .. }
+            | WireError::RecordCrc { .. }
+            | WireError::RecordFields { .. }
+            | WireError::ReservedAttributes { .. }
+            | WireError::MalformedHeaders
+            | WireError::TruncatedBatch { .. }
+            | WireError::EmptyBatch
+            | WireError::OffsetGap { .. } => ErrorCode::BadRecords,
+            WireError::KeyTooLong { .. }
+            | WireError::HeadersTooLong { .. }
+            | WireError::ExclusiveValueFields { .. }
+            | WireError::BadBase64 { .. }
+            | WireError::TombstoneWithValue
+            | WireError::TombstoneWithoutKey => ErrorCode::BadRequest,
+            WireError::StringTooLong { .. } | WireError::TooManyTopics { .. } => ErrorCode::Internal,
+        }
+    }
 }

@@ -1,0 +1,574 @@
+//! The frame codec spoken on consumer connections and inside the pipe's WebSocket messages: the frame
+//! layout, the eleven frame types and their payloads, start positions and error codes.
+//!
+//! This module turns frames into bytes and bytes into frames, checking everything a single frame can be
+//! checked for (length limit, CRC, field layout, UTF-8, trailing bytes). It does not own the records a
+//! BATCH carries (see [`crate::record`]; their CRCs are checked by [`crate::check_batch`]) and it does not
+//! know which frame may follow which: the conversation belongs to the broker and its clients.
+
+mod decode;
+mod encode;
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::WireError;
+use crate::topic::TopicUid;
+
+pub use encode::encode_batch_header;
+
+/// The frame header. All integers are little-endian.
+///
+/// ```text
+/// byte 0          4        5          9
+///      [len:4 LE ][type:1 ][crc:4 LE ][payload: len bytes]
+/// ```
+///
+/// - `len` is the payload length only; a frame occupies `FRAME_HEADER_LEN + len` bytes.
+/// - `crc` is CRC-32 (IEEE) over the type byte followed by the payload.
+pub const FRAME_HEADER_LEN: usize = 9;
+
+/// The payload limit a decoder uses unless configured otherwise (8 MiB).
+pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
+
+/// The largest payload limit any decoder may use (64 MiB). A larger `max_len` given to a decoder is lowered
+/// to this, and the encoder refuses to build a frame above it, since no peer would accept it.
+pub const MAX_FRAME_LEN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The protocol version this codec speaks, sent in HELLO and WELCOME.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The `level` a consumer puts in its HELLO; pipe children send their tree level (ROOT 0 to LOCAL 4).
+pub const LEVEL_CONSUMER: u8 = 255;
+
+/// The longest string a `str16` field (`[len:2 LE][UTF-8 bytes]`) can carry.
+pub const MAX_STR16_LEN: usize = u16::MAX as usize;
+
+/// The type byte of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameType {
+    /// Client to server: who the client is and where each topic should start.
+    Hello = 0x01,
+    /// Server to client: the answer to HELLO, with where each topic stands.
+    Welcome = 0x02,
+    /// Server to client: records of one topic, verbatim.
+    Batch = 0x03,
+    /// Client to server: every record below an offset is durable at the client.
+    Ack = 0x04,
+    /// Client to server: restart delivery of a topic at a new position.
+    Seek = 0x05,
+    /// Server to client: a full refresh of a topic starts.
+    Reset = 0x06,
+    /// Server to client: a full refresh of a topic is complete.
+    Ready = 0x07,
+    /// Either way: a heartbeat.
+    Ping = 0x08,
+    /// Either way: the answer to a PING, echoing it.
+    Pong = 0x09,
+    /// Either way: an error code and message.
+    Error = 0x0A,
+    /// Server to client: a topic that appeared after WELCOME.
+    Topic = 0x0B,
+}
+
+impl FrameType {
+    /// Every frame type, in type-byte order.
+    pub const ALL: [FrameType; 11] = [
+        FrameType::Hello,
+        FrameType::Welcome,
+        FrameType::Batch,
+        FrameType::Ack,
+        FrameType::Seek,
+        FrameType::Reset,
+        FrameType::Ready,
+        FrameType::Ping,
+        FrameType::Pong,
+        FrameType::Error,
+        FrameType::Topic,
+    ];
+
+    /// The type byte.
+    pub const fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// The frame type with this type byte, if the protocol defines one.
+    pub fn from_u8(byte: u8) -> Option<FrameType> {
+        FrameType::ALL.into_iter().find(|frame_type| frame_type.as_u8() == byte)
+    }
+
+    /// The name the protocol specification uses, such as `HELLO`, for logs and error messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FrameType::Hello => "HELLO",
+            FrameType::Welcome => "WELCOME",
+            FrameType::Batch => "BATCH",
+            FrameType::Ack => "ACK",
+            FrameType::Seek => "SEEK",
+            FrameType::Reset => "RESET",
+            FrameType::Ready => "READY",
+            FrameType::Ping => "PING",
+            FrameType::Pong => "PONG",
+            FrameType::Error => "ERROR",
+            FrameType::Topic => "TOPIC",
+        }
+    }
+}
+
+impl fmt::Display for FrameType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Who opens a connection: a consumer, or a child broker opening its pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Role {
+    /// A consumer such as the consumer-app (role byte 0).
+    Consumer = 0,
+    /// A child broker's pipe (role byte 1).
+    Pipe = 1,
+}
+
+impl Role {
+    /// The role byte.
+    pub const fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// The role with this byte, if defined.
+    pub fn from_u8(byte: u8) -> Option<Role> {
+        match byte {
+            0 => Some(Role::Consumer),
+            1 => Some(Role::Pipe),
+            _ => None,
+        }
+    }
+}
+
+/// Where delivery of a topic starts, as HELLO and SEEK carry it.
+///
+/// ```text
+/// [kind:1][offset:8 LE]
+/// ```
+///
+/// `kind` is 0 COMMITTED, 1 EARLIEST, 2 LATEST, 3 OFFSET, 4 FULL_REFRESH; `offset` is zero unless `kind` is
+/// OFFSET, and the decoder refuses a non-zero one so that every start position has exactly one encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StartPosition {
+    /// The group's committed offset; the log start if the group has none.
+    Committed,
+    /// The log start.
+    Earliest,
+    /// The log end: only records stored from now on.
+    Latest,
+    /// Exactly this offset, the next one wanted.
+    Offset(u64),
+    /// RESET, the whole topic from the log start, then READY.
+    FullRefresh,
+}
+
+/// The encoded size of a [`StartPosition`].
+pub const START_POSITION_LEN: usize = 9;
+
+impl StartPosition {
+    /// The `kind` byte.
+    pub const fn kind(self) -> u8 {
+        match self {
+            StartPosition::Committed => 0,
+            StartPosition::Earliest => 1,
+            StartPosition::Latest => 2,
+            StartPosition::Offset(_) => 3,
+            StartPosition::FullRefresh => 4,
+        }
+    }
+
+    /// The `offset` field: the offset for OFFSET, zero for every other kind.
+    pub const fn offset_field(self) -> u64 {
+        match self {
+            StartPosition::Offset(offset) => offset,
+            _ => 0,
+        }
+    }
+}
+
+/// One topic of a HELLO: `[topic:str16][uid:16][start]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicStart {
+    /// The topic name, or `*` for every topic, present and future.
+    pub topic: String,
+    /// The uid of the copy the client holds; [`TopicUid::UNKNOWN`] if none.
+    pub uid: TopicUid,
+    /// Where delivery should start.
+    pub start: StartPosition,
+}
+
+/// HELLO (0x01), the first frame a client sends.
+///
+/// ```text
+/// [version:2][role:1][level:1][client_id:str16][group:str16][token:str16][max_in_flight:2][n:2]
+/// then n x [topic:str16][uid:16][start]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The protocol version the client speaks ([`PROTOCOL_VERSION`]).
+    pub version: u16,
+    /// Consumer or pipe child.
+    pub role: Role,
+    /// The client's tree level for a pipe child, [`LEVEL_CONSUMER`] for a consumer.
+    pub level: u8,
+    /// Names the consumer or child node.
+    pub client_id: String,
+    /// The consumer group; a pipe child's group is its node id.
+    pub group: String,
+    /// Empty unless the server requires a token.
+    pub token: String,
+    /// How many unacknowledged BATCH frames the client accepts; 0 leaves it to the server.
+    pub max_in_flight: u16,
+    /// The topics wanted and where each starts.
+    pub topics: Vec<TopicStart>,
+}
+
+/// One topic of a WELCOME: `[topic:str16][uid:16][log_start:8][end_offset:8][start_at:8]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPosition {
+    /// The topic name.
+    pub topic: String,
+    /// The server's uid for the topic.
+    pub uid: TopicUid,
+    /// The first offset the server still holds.
+    pub log_start: u64,
+    /// The offset the next stored record will get.
+    pub end_offset: u64,
+    /// Where delivery of this topic begins.
+    pub start_at: u64,
+}
+
+/// WELCOME (0x02), the server's answer to HELLO.
+///
+/// ```text
+/// [version:2][node_id:str16][level:1][heartbeat_ms:4][n:2]
+/// then n x [topic:str16][uid:16][log_start:8][end_offset:8][start_at:8]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    /// The protocol version the server speaks.
+    pub version: u16,
+    /// The server's node id.
+    pub node_id: String,
+    /// The server's tree level.
+    pub level: u8,
+    /// How often each side sends PING; a peer silent for three intervals is dropped.
+    pub heartbeat_ms: u32,
+    /// Where each subscribed topic stands.
+    pub topics: Vec<TopicPosition>,
+}
+
+/// BATCH (0x03): records of one topic, verbatim as stored.
+///
+/// ```text
+/// [topic:str16][first_offset:8][last_offset:8][end_offset:8][records...]
+/// ```
+///
+/// The records run to the end of the payload. The decoder checks `first_offset <= last_offset` and that
+/// records are present, not the records themselves: the receiver runs [`crate::check_batch`] on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The topic.
+    pub topic: String,
+    /// Offset of the first record.
+    pub first_offset: u64,
+    /// Offset of the last record.
+    pub last_offset: u64,
+    /// The server's log end when it sent the batch, so the client can compute its lag.
+    pub end_offset: u64,
+    /// `last_offset - first_offset + 1` records laid end to end.
+    pub records: Bytes,
+}
+
+/// ACK (0x04): every record below `next_offset` is durable at the client. `[topic:str16][next_offset:8]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The topic.
+    pub topic: String,
+    /// One past the last durable record.
+    pub next_offset: u64,
+}
+
+/// SEEK (0x05): restart delivery of a topic. `[topic:str16][start]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seek {
+    /// The topic.
+    pub topic: String,
+    /// The new position.
+    pub start: StartPosition,
+}
+
+/// RESET (0x06): a full refresh of a topic starts. `[topic:str16][uid:16][log_start:8][end_offset:8]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reset {
+    /// The topic.
+    pub topic: String,
+    /// The uid of the copy being sent.
+    pub uid: TopicUid,
+    /// The offset the refresh starts from.
+    pub log_start: u64,
+    /// The server's log end when the refresh started.
+    pub end_offset: u64,
+}
+
+/// READY (0x07): the full refresh of a topic is complete. `[topic:str16][uid:16][end_offset:8]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    /// The topic.
+    pub topic: String,
+    /// The uid of the copy sent.
+    pub uid: TopicUid,
+    /// One past the last record of the refreshed copy.
+    pub end_offset: u64,
+}
+
+/// PING (0x08) and PONG (0x09) payload: `[nonce:8][timestamp_ms:8]`. A PONG echoes its PING's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ping {
+    /// Chosen by the sender of the PING to match the PONG.
+    pub nonce: u64,
+    /// The PING sender's clock, in milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+}
+
+/// ERROR (0x0A): `[code:2][fatal:1][message:str16]`. A fatal error closes the connection after the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorFrame {
+    /// What kind of error.
+    pub code: ErrorCode,
+    /// Whether the sender closes the connection after this frame (encoded as 0 or 1).
+    pub fatal: bool,
+    /// Human-readable detail, at most [`MAX_STR16_LEN`] bytes.
+    pub message: String,
+}
+
+impl ErrorFrame {
+    /// The ERROR frame reporting a decode or check failure to the peer: its code, the fatality the
+    /// protocol gives that code, and the error's own message.
+    pub fn from_wire_error(error: &WireError) -> ErrorFrame {
+        let code = error.error_code();
+        ErrorFrame { code, fatal: code.is_fatal_by_default(), message: error.to_string() }
+    }
+}
+
+/// TOPIC (0x0B): a topic, subscribed to through `*`, that appeared after WELCOME.
+/// `[topic:str16][uid:16][log_start:8][end_offset:8]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicAnnounce {
+    /// The topic.
+    pub topic: String,
+    /// Its uid.
+    pub uid: TopicUid,
+    /// The first offset the server holds.
+    pub log_start: u64,
+    /// The offset the next stored record will get.
+    pub end_offset: u64,
+}
+
+/// The code of an ERROR frame.
+///
+/// Codes this codec does not know (sent by a newer peer) decode as [`ErrorCode::Other`] rather than as a
+/// malformed frame, so the message still reaches the log. [`ErrorCode::code`] and [`ErrorCode::from_code`]
+/// convert to and from the wire value; `Other` is only ever built for codes outside the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 1: a payload that does not parse, bad UTF-8, trailing bytes.
+    MalformedFrame,
+    /// 2: frame CRC mismatch.
+    BadCrc,
+    /// 3: length over the maximum.
+    FrameTooLarge,
+    /// 4: a type byte not in the table.
+    UnknownFrameType,
+    /// 5: a frame not allowed now (data before HELLO, a second HELLO, a server frame from a client).
+    ProtocolViolation,
+    /// 6: a topic the server does not have; not fatal, the rest of the HELLO stands.
+    UnknownTopic,
+    /// 7: a missing or wrong token.
+    Unauthorized,
+    /// 8: a well-formed request that cannot be honoured (impossible level, bad version, bad topic name).
+    BadRequest,
+    /// 9: the client stopped reading or acking for longer than the server allows.
+    SlowConsumer,
+    /// 10: the server is stopping; reconnect later.
+    ShuttingDown,
+    /// 11: a server fault; details in the server's log.
+    Internal,
+    /// 12: a SEEK or start offset beyond the log end; not fatal.
+    OffsetOutOfRange,
+    /// 13: a BATCH whose records fail their CRC or break offset continuity.
+    BadRecords,
+    /// 14: a newer connection of the same group (or the same pipe child) took over this one's topics.
+    Superseded,
+    /// A code this codec does not know, carried as received.
+    Other(u16),
+}
+
+impl ErrorCode {
+    /// The wire value.
+    pub const fn code(self) -> u16 {
+        match self {
+            ErrorCode::MalformedFrame => 1,
+            ErrorCode::BadCrc => 2,
+            ErrorCode::FrameTooLarge => 3,
+            ErrorCode::UnknownFrameType => 4,
+            ErrorCode::ProtocolViolation => 5,
+            ErrorCode::UnknownTopic => 6,
+            ErrorCode::Unauthorized => 7,
+            ErrorCode::BadRequest => 8,
+            ErrorCode::SlowConsumer => 9,
+            ErrorCode::ShuttingDown => 10,
+            ErrorCode::Internal => 11,
+            ErrorCode::OffsetOutOfRange => 12,
+            ErrorCode::BadRecords => 13,
+            ErrorCode::Superseded => 14,
+            ErrorCode::Other(code) => code,
+        }
+    }
+
+    /// The code for a wire value; values outside the table become [`ErrorCode::Other`].
+    pub const fn from_code(code: u16) -> ErrorCode {
+        match code {
+            1 => ErrorCode::MalformedFrame,
+            2 => ErrorCode::BadCrc,
+            3 => ErrorCode::FrameTooLarge,
+            4 => ErrorCode::UnknownFrameType,
+            5 => ErrorCode::ProtocolViolation,
+            6 => ErrorCode::UnknownTopic,
+            7 => ErrorCode::Unauthorized,
+            8 => ErrorCode::BadRequest,
+            9 => ErrorCode::SlowConsumer,
+            10 => ErrorCode::ShuttingDown,
+            11 => ErrorCode::Internal,
+            12 => ErrorCode::OffsetOutOfRange,
+            13 => ErrorCode::BadRecords,
+            14 => ErrorCode::Superseded,
+            other => ErrorCode::Other(other),
+        }
+    }
+
+    /// The name the protocol specification uses, such as `BAD_CRC`; `UNKNOWN` for [`ErrorCode::Other`].
+    pub const fn name(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedFrame => "MALFORMED_FRAME",
+            ErrorCode::BadCrc => "BAD_CRC",
+            ErrorCode::FrameTooLarge => "FRAME_TOO_LARGE",
+            ErrorCode::UnknownFrameType => "UNKNOWN_FRAME_TYPE",
+            ErrorCode::ProtocolViolation => "PROTOCOL_VIOLATION",
+            ErrorCode::UnknownTopic => "UNKNOWN_TOPIC",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::SlowConsumer => "SLOW_CONSUMER",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
+            ErrorCode::BadRecords => "BAD_RECORDS",
+            ErrorCode::Superseded => "SUPERSEDED",
+            ErrorCode::Other(_) => "UNKNOWN",
+        }
+    }
+
+    /// Whether the specification's table makes this code fatal. Only UNKNOWN_TOPIC and
+    /// OFFSET_OUT_OF_RANGE are not; an unknown code counts as fatal, the safe reading.
+    pub const fn is_fatal_by_default(self) -> bool {
+        !matches!(self, ErrorCode::UnknownTopic | ErrorCode::OffsetOutOfRange)
+    }
+}
+
+/// Formats as `NAME (code)`, such as `BAD_CRC (2)`.
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.code())
+    }
+}
+
+/// One frame of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// HELLO (0x01).
+    Hello(Hello),
+    /// WELCOME (0x02).
+    Welcome(Welcome),
+    /// BATCH (0x03).
+    Batch(Batch),
+    /// ACK (0x04).
+    Ack(Ack),
+    /// SEEK (0x05).
+    Seek(Seek),
+    /// RESET (0x06).
+    Reset(Reset),
+    /// READY (0x07).
+    Ready(Ready),
+    /// PING (0x08).
+    Ping(Ping),
+    /// PONG (0x09), echoing a PING.
+    Pong(Ping),
+    /// ERROR (0x0A).
+    Error(ErrorFrame),
+    /// TOPIC (0x0B).
+    Topic(TopicAnnounce),
+}
+
+impl Frame {
+    /// Decodes one frame from the start of `buf`.
+    ///
+    /// Returns `Ok(None)` if `buf` holds less than a whole frame, and the frame with the number of bytes it
+    /// took otherwise. The `len` field is checked against `max_len` (lowered to [`MAX_FRAME_LEN_LIMIT`])
+    /// as soon as its four bytes are present, before waiting for the payload; then the CRC, then the type
+    /// byte, then the payload. A BATCH's records are copied out of `buf`; use [`Frame::decode_from`] to
+    /// avoid the copy.
+    pub fn decode(buf: &[u8], max_len: usize) -> Result<Option<(Frame, usize)>, WireError> {
+        decode::decode(buf, max_len)
+    }
+
+    /// Decodes one frame from the start of `buf` and advances `buf` past it.
+    ///
+    /// The checks are those of [`Frame::decode`]. A BATCH's records share `buf`'s allocation instead of
+    /// being copied. On `Ok(None)` and on every error `buf` is left as it was; every decode error is fatal
+    /// to the connection, so the caller reports it and closes rather than skipping ahead.
+    pub fn decode_from(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, WireError> {
+        decode::decode_from(buf, max_len)
+    }
+
+    /// Appends the whole encoded frame, header included, to `dst`.
+    ///
+    /// Fails, leaving `dst` as it was, if a string is longer than [`MAX_STR16_LEN`] bytes
+    /// ([`WireError::StringTooLong`]), a HELLO or WELCOME lists more than 65,535 topics
+    /// ([`WireError::TooManyTopics`]) or the payload exceeds [`MAX_FRAME_LEN_LIMIT`]
+    /// ([`WireError::FrameTooLarge`]). Encoding never truncates: a shortened topic or client id would
+    /// name something else.
+    pub fn encode(&self, dst: &mut Vec<u8>) -> Result<(), WireError> {
+        encode::encode(self, dst)
+    }
+
+    /// The frame's type.
+    pub fn frame_type(&self) -> FrameType {
+        match self {
+            Frame::Hello(_) => FrameType::Hello,
+            Frame::Welcome(_) => FrameType::Welcome,
+            Frame::Batch(_) => FrameType::Batch,
+            Frame::Ack(_) => FrameType::Ack,
+            Frame::Seek(_) => FrameType::Seek,
+            Frame::Reset(_) => FrameType::Reset,
+            Frame::Ready(_) => FrameType::Ready,
+            Frame::Ping(_) => FrameType::Ping,
+            Frame::Pong(_) => FrameType::Pong,
+            Frame::Error(_) => FrameType::Error,
+            Frame::Topic(_) => FrameType::Topic,
+        }
+    }
+
+    /// The frame type's name, such as `BATCH`, for logs.
+    pub fn name(&self) -> &'static str {
+        self.frame_type().name()
+    }
+}
