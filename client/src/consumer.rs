@@ -1,0 +1,228 @@
+//! The consumer connection: HELLO/WELCOME, then events pulled one at a time with
+//! [`Consumer::next_event`], which also answers the broker's PINGs, sends our own, and notices a silent
+//! broker. There is no background task: the connection makes progress while the caller awaits
+//! `next_event`, so a caller that stops calling it for longer than three heartbeats is dropped by the
+//! broker, exactly as a consumer that stopped reading would be.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use protocol::frame::{
+    Ack, Batch, DEFAULT_MAX_FRAME_LEN, ErrorFrame, Frame, Hello, LEVEL_CONSUMER, PROTOCOL_VERSION, Ping,
+    Ready, Reset, Role, Seek, StartPosition, TopicAnnounce, TopicStart, Welcome,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+
+/// How many heartbeat intervals of silence make the broker count as gone.
+const SILENT_INTERVALS: u32 = 3;
+
+/// How much the read buffer grows by at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What a consumer asks for when it connects.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Names this consumer in the broker's logs.
+    pub client_id: String,
+    /// The consumer group: the broker commits acknowledged offsets per group, and within a group the
+    /// newest connection takes a topic over from older ones.
+    pub group: String,
+    /// The topics and where each starts; the topic `*` means every topic, present and future.
+    pub topics: Vec<TopicStart>,
+    /// The token the broker requires, or empty.
+    pub token: String,
+    /// How many BATCH frames may be unacknowledged at once (0 = the broker's default).
+    pub max_in_flight: u16,
+    /// How often to PING before the broker's WELCOME tells its own interval, and the handshake timeout
+    /// (three of these).
+    pub heartbeat: Duration,
+    /// The largest frame accepted from the broker.
+    pub max_frame_len: usize,
+}
+
+impl ConsumerConfig {
+    /// A configuration with defaults for everything but the names and topics.
+    pub fn new(client_id: impl Into<String>, group: impl Into<String>, topics: Vec<TopicStart>) -> Self {
+        ConsumerConfig {
+            client_id: client_id.into(),
+            group: group.into(),
+            topics,
+            token: String::new(),
+            max_in_flight: 0,
+            heartbeat: Duration::from_secs(2),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+        }
+    }
+}
+
+/// A subscription entry: `topic` from `start`, holding no copy yet (uid unknown).
+pub fn topic_start(topic: impl Into<String>, start: StartPosition) -> TopicStart {
+    TopicStart { topic: topic.into(), uid: protocol::TopicUid::UNKNOWN, start }
+}
+
+/// Something the broker sent that the application must handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Records, verbatim; iterate them with `protocol::RecordIter`. Acknowledge with [`Consumer::ack`]
+    /// once they are durable on this side.
+    Batch(Batch),
+    /// A full refresh of one topic starts: the batches up to the matching READY form the new copy.
+    Reset(Reset),
+    /// The full refresh of one topic is complete.
+    Ready(Ready),
+    /// A topic matching `*` appeared after WELCOME.
+    Topic(TopicAnnounce),
+    /// An ERROR frame. After a fatal one the broker closes the connection.
+    Error(ErrorFrame),
+}
+
+/// A connected consumer.
+#[derive(Debug)]
+pub struct Consumer {
+    /// The connection.
+    stream: TcpStream,
+    /// Bytes read but not yet decoded.
+    read_buffer: BytesMut,
+    /// Scratch space for encoding outgoing frames.
+    write_buffer: Vec<u8>,
+    /// The largest frame accepted.
+    max_frame_len: usize,
+    /// The PING interval (the broker's heartbeat once WELCOME arrived).
+    heartbeat: Duration,
+    /// When the last frame arrived.
+    last_received: Instant,
+    /// When to send the next PING.
+    next_ping: Instant,
+    /// The nonce of the next PING.
+    next_nonce: u64,
+}
+
+impl Consumer {
+    /// Connects, says HELLO and waits for WELCOME. An ERROR answer is [`Error::Refused`].
+    pub async fn connect(addr: impl ToSocketAddrs, config: ConsumerConfig) -> Result<(Consumer, Welcome)> {
+        let handshake_timeout = config.heartbeat * SILENT_INTERVALS;
+        let connecting = async {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let now = Instant::now();
+            let mut consumer = Consumer {
+                stream,
+                read_buffer: BytesMut::with_capacity(READ_CHUNK),
+                write_buffer: Vec::with_capacity(256),
+                max_frame_len: config.max_frame_len,
+                heartbeat: config.heartbeat,
+                last_received: now,
+                next_ping: now + config.heartbeat,
+                next_nonce: 1,
+            };
+            let hello = Hello {
+                version: PROTOCOL_VERSION,
+                role: Role::Consumer,
+                level: LEVEL_CONSUMER,
+                client_id: config.client_id,
+                group: config.group,
+                token: config.token,
+                max_in_flight: config.max_in_flight,
+                topics: config.topics,
+            };
+            consumer.send(&Frame::Hello(hello)).await?;
+            loop {
+                match consumer.read_frame().await? {
+                    Frame::Welcome(welcome) => {
+                        if welcome.heartbeat_ms > 0 {
+                            consumer.heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_ms));
+                            consumer.next_ping = Instant::now() + consumer.heartbeat;
+                        }
+                        return Ok((consumer, welcome));
+                    }
+                    Frame::Error(error) => return Err(Error::Refused(error)),
+                    Frame::Ping(ping) => consumer.send(&Frame::Pong(ping)).await?,
+                    Frame::Pong(_) => {}
+                    other => return Err(Error::Protocol(format!("expected WELCOME, got {}", other.name()))),
+                }
+            }
+        };
+        tokio::time::timeout(handshake_timeout, connecting)
+            .await
+            .unwrap_or(Err(Error::HandshakeTimeout(handshake_timeout)))
+    }
+
+    /// Waits for the next event, answering PINGs and sending our own meanwhile.
+    pub async fn next_event(&mut self) -> Result<Event> {
+        loop {
+            match self.read_frame().await? {
+                Frame::Batch(batch) => return Ok(Event::Batch(batch)),
+                Frame::Reset(reset) => return Ok(Event::Reset(reset)),
+                Frame::Ready(ready) => return Ok(Event::Ready(ready)),
+                Frame::Topic(topic) => return Ok(Event::Topic(topic)),
+                Frame::Error(error) => return Ok(Event::Error(error)),
+                Frame::Ping(ping) => self.send(&Frame::Pong(ping)).await?,
+                Frame::Pong(_) => {}
+                other => {
+                    return Err(Error::Protocol(format!("unexpected {} from the broker", other.name())));
+                }
+            }
+        }
+    }
+
+    /// Tells the broker that every record of `topic` below `next_offset` is durable here.
+    pub async fn ack(&mut self, topic: &str, next_offset: u64) -> Result<()> {
+        self.send(&Frame::Ack(Ack { topic: topic.to_string(), next_offset })).await
+    }
+
+    /// Moves delivery of `topic` to `start`.
+    pub async fn seek(&mut self, topic: &str, start: StartPosition) -> Result<()> {
+        self.send(&Frame::Seek(Seek { topic: topic.to_string(), start })).await
+    }
+
+    /// Sends any frame; for tools and tests that need to speak the protocol directly.
+    pub async fn send(&mut self, frame: &Frame) -> Result<()> {
+        self.write_buffer.clear();
+        frame.encode(&mut self.write_buffer)?;
+        self.stream.write_all(&self.write_buffer).await?;
+        Ok(())
+    }
+
+    /// Closes the connection politely (our side stops sending; the broker then closes its side).
+    pub async fn close(mut self) -> Result<()> {
+        self.stream.shutdown().await?;
+        Ok(())
+    }
+
+    /// Reads one frame, sending PINGs when due and failing if the broker has been silent too long.
+    async fn read_frame(&mut self) -> Result<Frame> {
+        loop {
+            if let Some(frame) = Frame::decode_from(&mut self.read_buffer, self.max_frame_len)? {
+                self.last_received = Instant::now();
+                return Ok(frame);
+            }
+            self.read_buffer.reserve(READ_CHUNK);
+            tokio::select! {
+                read = self.stream.read_buf(&mut self.read_buffer) => {
+                    if read? == 0 {
+                        return Err(Error::Closed);
+                    }
+                }
+                () = tokio::time::sleep_until(self.next_ping) => {
+                    let silent_for = self.last_received.elapsed();
+                    if silent_for >= self.heartbeat * SILENT_INTERVALS {
+                        return Err(Error::Silent(silent_for));
+                    }
+                    let nonce = self.next_nonce;
+                    self.next_nonce += 1;
+                    self.send(&Frame::Ping(Ping { nonce, timestamp_ms: now_ms() })).await?;
+                    self.next_ping = Instant::now() + self.heartbeat;
+                }
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}

@@ -1,0 +1,36 @@
+//! The client's one error type. Every variant keeps its source, so a caller can tell a refused HELLO from a
+//! dropped connection from a broker that went silent.
+
+use std::time::Duration;
+
+use protocol::WireError;
+use protocol::frame::ErrorFrame;
+
+/// Why a consumer connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Connecting, reading or writing failed.
+    #[error("connection I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The broker sent bytes that are not a valid frame.
+    #[error("the broker sent an invalid frame: {0}")]
+    Wire(#[from] WireError),
+    /// The broker answered HELLO with an ERROR frame.
+    #[error("the broker refused the connection: {} ({:?})", .0.message, .0.code)]
+    Refused(ErrorFrame),
+    /// The broker sent a frame that is not allowed at this point.
+    #[error("protocol violation by the broker: {0}")]
+    Protocol(String),
+    /// The broker closed the connection.
+    #[error("the broker closed the connection")]
+    Closed,
+    /// Nothing arrived from the broker for three heartbeat intervals.
+    #[error("the broker has been silent for {0:?}")]
+    Silent(Duration),
+    /// Connecting or the HELLO/WELCOME exchange took too long.
+    #[error("no WELCOME from the broker within {0:?}")]
+    HandshakeTimeout(Duration),
+}
+
+/// The client's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
