@@ -71,11 +71,13 @@ pub enum FrameType {
     Error = 0x0A,
     /// Server to client: a topic that appeared after WELCOME.
     Topic = 0x0B,
+    /// Server to client: the answer to SEEK, saying where delivery of the topic now starts.
+    Position = 0x0C,
 }
 
 impl FrameType {
     /// Every frame type, in type-byte order.
-    pub const ALL: [FrameType; 11] = [
+    pub const ALL: [FrameType; 12] = [
         FrameType::Hello,
         FrameType::Welcome,
         FrameType::Batch,
@@ -87,6 +89,7 @@ impl FrameType {
         FrameType::Pong,
         FrameType::Error,
         FrameType::Topic,
+        FrameType::Position,
     ];
 
     /// The type byte.
@@ -113,6 +116,7 @@ impl FrameType {
             FrameType::Pong => "PONG",
             FrameType::Error => "ERROR",
             FrameType::Topic => "TOPIC",
+            FrameType::Position => "POSITION",
         }
     }
 }
@@ -516,6 +520,9 @@ pub enum Frame {
     Error(ErrorFrame),
     /// TOPIC (0x0B).
     Topic(TopicAnnounce),
+    /// Server to client: the answer to SEEK. Every BATCH of the topic received before it belongs to the old
+    /// position and is to be discarded; the next one starts at `start_at`.
+    Position(TopicPosition),
 }
 
 impl Frame {
@@ -564,6 +571,7 @@ impl Frame {
             Frame::Pong(_) => FrameType::Pong,
             Frame::Error(_) => FrameType::Error,
             Frame::Topic(_) => FrameType::Topic,
+            Frame::Position(_) => FrameType::Position,
         }
     }
 

@@ -197,7 +197,7 @@ fn configured_maximum_is_capped_at_the_protocol_limit() {
 
 #[test]
 fn unknown_frame_type_is_refused() {
-    for frame_type in [0x00, 0x0C, 0xff] {
+    for frame_type in [0x00, 0x0D, 0xff] {
         let bytes = raw_frame(frame_type, b"");
         let error = Frame::decode(&bytes, DEFAULT_MAX_FRAME_LEN).unwrap_err();
         assert_eq!(error, WireError::UnknownFrameType { frame_type });

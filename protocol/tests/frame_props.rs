@@ -109,6 +109,11 @@ fn any_frame() -> impl Strategy<Value = Frame> {
         (text(), uid(), any::<u64>(), any::<u64>()).prop_map(|(topic, uid, log_start, end_offset)| {
             Frame::Topic(TopicAnnounce { topic, uid, log_start, end_offset })
         }),
+        (text(), uid(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(topic, uid, log_start, end_offset, start_at)| {
+                Frame::Position(TopicPosition { topic, uid, log_start, end_offset, start_at })
+            }
+        ),
     ]
 }
 

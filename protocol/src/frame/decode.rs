@@ -112,6 +112,7 @@ fn decode_payload(
             log_start: reader.u64("log_start")?,
             end_offset: reader.u64("end_offset")?,
         }),
+        FrameType::Position => Frame::Position(read_topic_position(&mut reader)?),
     };
     reader.finish()?;
     Ok(frame)
@@ -142,15 +143,20 @@ fn read_welcome(reader: &mut Reader<'_>) -> Result<Welcome, WireError> {
     let n_topics = reader.u16("n")? as usize;
     let mut topics = Vec::with_capacity(n_topics.min(reader.remaining() / WELCOME_TOPIC_MIN_LEN));
     for _ in 0..n_topics {
-        topics.push(TopicPosition {
-            topic: reader.str16("topic")?,
-            uid: reader.uid()?,
-            log_start: reader.u64("log_start")?,
-            end_offset: reader.u64("end_offset")?,
-            start_at: reader.u64("start_at")?,
-        });
+        topics.push(read_topic_position(reader)?);
     }
     Ok(Welcome { version, node_id, level, heartbeat_ms, topics })
+}
+
+/// One WELCOME entry, which is also the whole payload of POSITION.
+fn read_topic_position(reader: &mut Reader<'_>) -> Result<TopicPosition, WireError> {
+    Ok(TopicPosition {
+        topic: reader.str16("topic")?,
+        uid: reader.uid()?,
+        log_start: reader.u64("log_start")?,
+        end_offset: reader.u64("end_offset")?,
+        start_at: reader.u64("start_at")?,
+    })
 }
 
 fn read_batch(

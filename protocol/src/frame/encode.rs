@@ -119,6 +119,13 @@ fn encode_at(frame: &Frame, start: usize, dst: &mut Vec<u8>) -> Result<(), WireE
             writer.u64(topic.log_start);
             writer.u64(topic.end_offset);
         }
+        Frame::Position(position) => {
+            writer.str16("topic", &position.topic)?;
+            writer.uid(position.uid);
+            writer.u64(position.log_start);
+            writer.u64(position.end_offset);
+            writer.u64(position.start_at);
+        }
         Frame::Batch(batch) => {
             check_batch_fields(batch.first_offset, batch.last_offset, &batch.records)?;
             writer.str16("topic", &batch.topic)?;

@@ -79,6 +79,13 @@ pub fn sample_frames() -> Vec<Frame> {
             message: "topic \"nope\" does not exist".to_string(),
         }),
         Frame::Topic(TopicAnnounce { topic: "promotions".to_string(), uid, log_start: 0, end_offset: 3 }),
+        Frame::Position(TopicPosition {
+            topic: "prices".to_string(),
+            uid,
+            log_start: 100,
+            end_offset: 2_000,
+            start_at: 1_999,
+        }),
     ]
 }
 
