@@ -1,0 +1,362 @@
+//! One topic's log: its segments, its positions (start, next, durable, readable), flushing with group
+//! commit, and the watch channel that wakes readers. Appending is in `append.rs`, reading in `read.rs`,
+//! retention in `retention.rs`; this module owns the state they share. It does not know about other
+//! topics, the store's directory layout beyond its own generation directory, or the network.
+//!
+//! Concurrency: one writer lock serialises appends and rolls; the segment list is behind a read-write lock
+//! held only to clone an `Arc`; the positions are atomics. Readers never wait for a write or a flush.
+//! Lock order: flush mark, then writer, then segment list.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use protocol::TopicUid;
+use tokio::sync::watch;
+
+use crate::config::LogConfig;
+use crate::error::Error;
+use crate::meta::Meta;
+use crate::segment::Segment;
+use crate::writer::SegmentWriter;
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Offset of the first record appended (the log's next offset if none was).
+    pub first_offset: u64,
+    /// The log's next offset after the append.
+    pub next_offset: u64,
+    /// Records appended.
+    pub n_appended: u64,
+    /// Records dropped because the log already held their offsets (relay appends only).
+    pub n_duplicates: u64,
+    /// Timestamp given to the records (ROOT appends), or of the last record appended (relay appends).
+    pub timestamp_ms: u64,
+}
+
+/// A snapshot of a log's positions and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogStats {
+    /// The topic's name.
+    pub name: String,
+    /// The topic's uid.
+    pub uid: TopicUid,
+    /// The first offset stored.
+    pub log_start: u64,
+    /// The offset the next record will get.
+    pub next_offset: u64,
+    /// Every record below this is visible to readers.
+    pub readable_offset: u64,
+    /// Every record below this is on disk.
+    pub durable_offset: u64,
+    /// Bytes of records stored, over all segments.
+    pub size_bytes: u64,
+    /// Number of segments, the active one included.
+    pub n_segments: usize,
+    /// Timestamp of the last record written (zero if none).
+    pub last_timestamp_ms: u64,
+}
+
+/// One segment as [`Log::segments`] describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Offset of its first record.
+    pub base_offset: u64,
+    /// Offset of its last record, if it holds any.
+    pub last_offset: Option<u64>,
+    /// Bytes of records in it.
+    pub size_bytes: u64,
+    /// Whether it is sealed (only the last segment is not).
+    pub sealed: bool,
+    /// When it was created, in ms since the epoch.
+    pub created_ms: u64,
+    /// When it was sealed, in ms since the epoch.
+    pub sealed_ms: Option<u64>,
+    /// Its file.
+    pub path: PathBuf,
+}
+
+/// State changed only under the writer lock.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    /// The active segment's writer.
+    pub(crate) active: SegmentWriter,
+    /// The offset the next record will get.
+    pub(crate) next_offset: u64,
+    /// The last timestamp written; ROOT timestamps never go below it.
+    pub(crate) last_timestamp_ms: u64,
+    /// Set when the log is replaced or deleted; appends then fail with [`Error::Closed`].
+    pub(crate) closed: bool,
+}
+
+/// How far the active segment is known to be durable.
+#[derive(Debug)]
+struct FlushMark {
+    /// The segment the mark is in.
+    segment: Arc<Segment>,
+    /// Bytes of it known durable.
+    position: usize,
+}
+
+/// What a log is made of when it is created or recovered.
+#[derive(Debug)]
+pub(crate) struct LogParts {
+    /// The topic's name.
+    pub(crate) name: String,
+    /// The topic's uid.
+    pub(crate) uid: TopicUid,
+    /// The generation directory number.
+    pub(crate) generation: u64,
+    /// The generation directory.
+    pub(crate) dir: PathBuf,
+    /// When this copy was created.
+    pub(crate) created_ms: u64,
+    /// The store's settings.
+    pub(crate) config: Arc<LogConfig>,
+    /// The metadata database.
+    pub(crate) meta: Arc<Meta>,
+    /// Sealed segments, oldest first, contiguous.
+    pub(crate) sealed: Vec<Arc<Segment>>,
+    /// The active segment, continuing the sealed ones.
+    pub(crate) active: SegmentWriter,
+}
+
+/// One topic's log. `Send + Sync`; shared as `Arc<Log>` by the store and every task using the topic.
+#[derive(Debug)]
+pub struct Log {
+    /// The topic's name.
+    pub(crate) name: String,
+    /// The topic's uid.
+    pub(crate) uid: TopicUid,
+    /// The generation directory number.
+    pub(crate) generation: u64,
+    /// The generation directory.
+    pub(crate) dir: PathBuf,
+    /// When this copy was created.
+    pub(crate) created_ms: u64,
+    /// The store's settings.
+    pub(crate) config: Arc<LogConfig>,
+    /// The metadata database.
+    pub(crate) meta: Arc<Meta>,
+    /// Every segment, oldest first; the last is the active one.
+    pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
+    /// The single writer's state.
+    writer: Mutex<Writer>,
+    /// Group commit: the flusher holds this while it syncs.
+    flush_mark: Mutex<FlushMark>,
+    /// The first offset stored.
+    pub(crate) log_start: AtomicU64,
+    /// The offset the next record will get.
+    pub(crate) next_offset: AtomicU64,
+    /// Records below this are visible to readers.
+    pub(crate) readable_offset: AtomicU64,
+    /// Records below this are durable.
+    durable_offset: AtomicU64,
+    /// Wakes readers when `readable_offset` grows; taken (dropped) when the log is closed.
+    readable_tx: RwLock<Option<watch::Sender<u64>>>,
+}
+
+impl Log {
+    /// Builds a log from its parts. Everything in the parts is durable (created empty or recovered and
+    /// synced), so every position starts at the end.
+    pub(crate) fn assemble(parts: LogParts) -> Log {
+        let LogParts { name, uid, generation, dir, created_ms, config, meta, sealed, active } = parts;
+        let active_segment = Arc::clone(active.segment());
+        let state = active_segment.state();
+        let next_offset = state.end_offset;
+        let last_timestamp_ms = if state.end_offset > active_segment.base_offset() {
+            state.last_timestamp_ms
+        } else {
+            sealed.last().map_or(0, |segment| segment.state().last_timestamp_ms)
+        };
+        let log_start = sealed.first().unwrap_or(&active_segment).base_offset();
+        let mut segments = sealed;
+        segments.push(Arc::clone(&active_segment));
+        let (readable_tx, _) = watch::channel(next_offset);
+        Log {
+            name,
+            uid,
+            generation,
+            dir,
+            created_ms,
+            config,
+            meta,
+            segments: RwLock::new(segments),
+            writer: Mutex::new(Writer { active, next_offset, last_timestamp_ms, closed: false }),
+            flush_mark: Mutex::new(FlushMark { segment: active_segment, position: state.written }),
+            log_start: AtomicU64::new(log_start),
+            next_offset: AtomicU64::new(next_offset),
+            readable_offset: AtomicU64::new(next_offset),
+            durable_offset: AtomicU64::new(next_offset),
+            readable_tx: RwLock::new(Some(readable_tx)),
+        }
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The topic's uid.
+    pub fn uid(&self) -> TopicUid {
+        self.uid
+    }
+
+    /// The generation directory holding this copy.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The first offset stored.
+    pub fn log_start(&self) -> u64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    /// The offset the next record will get: the log end.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// The first offset not yet visible to readers: with [`crate::FlushPolicy::Always`] only durable
+    /// records are visible, otherwise every written record is.
+    pub fn readable_offset(&self) -> u64 {
+        self.readable_offset.load(Ordering::Acquire)
+    }
+
+    /// The first offset not yet known to be on disk.
+    pub fn durable_offset(&self) -> u64 {
+        self.durable_offset.load(Ordering::Acquire)
+    }
+
+    /// A receiver of [`Log::readable_offset`], updated as records become readable. When the log is
+    /// replaced or deleted its sender is dropped, so `changed()` fails and the waiter should look the topic
+    /// up again.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        let sender = self.readable_tx.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match sender.as_ref() {
+            Some(sender) => sender.subscribe(),
+            None => watch::channel(self.readable_offset()).1,
+        }
+    }
+
+    /// Whether the log was replaced or deleted.
+    pub fn is_closed(&self) -> bool {
+        self.readable_tx.read().unwrap_or_else(|poisoned| poisoned.into_inner()).is_none()
+    }
+
+    /// Makes every written record durable (and, with [`crate::FlushPolicy::Always`], readable). The owner
+    /// calls it on a timer with [`crate::FlushPolicy::Interval`].
+    pub fn flush(&self) -> Result<(), Error> {
+        self.flush_to(self.next_offset())
+    }
+
+    /// A snapshot of positions and size.
+    pub fn stats(&self) -> LogStats {
+        let segments = self.segment_list();
+        let size_bytes = segments.iter().map(|segment| segment.state().written as u64).sum();
+        let last_timestamp_ms = segments
+            .iter()
+            .rev()
+            .map(|segment| segment.state())
+            .find(|state| state.written > 0)
+            .map_or(0, |state| state.last_timestamp_ms);
+        LogStats {
+            name: self.name.clone(),
+            uid: self.uid,
+            log_start: self.log_start(),
+            next_offset: self.next_offset(),
+            readable_offset: self.readable_offset(),
+            durable_offset: self.durable_offset(),
+            size_bytes,
+            n_segments: segments.len(),
+            last_timestamp_ms,
+        }
+    }
+
+    /// Every segment, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.segment_list()
+            .iter()
+            .map(|segment| {
+                let state = segment.state();
+                SegmentInfo {
+                    base_offset: segment.base_offset(),
+                    last_offset: (state.end_offset > segment.base_offset()).then(|| state.end_offset - 1),
+                    size_bytes: state.written as u64,
+                    sealed: state.sealed_ms.is_some(),
+                    created_ms: segment.created_ms(),
+                    sealed_ms: state.sealed_ms,
+                    path: segment.path().to_path_buf(),
+                }
+            })
+            .collect()
+    }
+
+    /// A copy of the segment list.
+    pub(crate) fn segment_list(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// The writer lock, even after a panic elsewhere: the writer's state is only changed after the bytes it
+    /// describes are in place, so it is consistent at every point a panic could happen.
+    pub(crate) fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes records below `target` durable, sharing the work with concurrent callers: whoever holds the
+    /// flush mark syncs everything written so far, and the others then find their records already durable.
+    pub(crate) fn flush_to(&self, target: u64) -> Result<(), Error> {
+        if self.durable_offset() >= target {
+            return Ok(());
+        }
+        let mut mark = self.flush_mark.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.durable_offset() >= target {
+            return Ok(());
+        }
+        let (segment, end_position, end_offset) = {
+            let writer = self.lock_writer();
+            (Arc::clone(writer.active.segment()), writer.active.position(), writer.next_offset)
+        };
+        // Segments sealed since the mark were synced whole when they were sealed.
+        let start = if Arc::ptr_eq(&mark.segment, &segment) { mark.position } else { 0 };
+        segment.sync_range(start, end_position)?;
+        *mark = FlushMark { segment, position: end_position };
+        self.mark_durable(end_offset);
+        Ok(())
+    }
+
+    /// Records that everything below `offset` is durable.
+    pub(crate) fn mark_durable(&self, offset: u64) {
+        self.durable_offset.fetch_max(offset, Ordering::AcqRel);
+        if self.config.readers_see_only_durable() {
+            self.publish_readable(offset);
+        }
+    }
+
+    /// Makes records below `offset` visible and wakes waiting readers.
+    pub(crate) fn publish_readable(&self, offset: u64) {
+        let previous = self.readable_offset.fetch_max(offset, Ordering::AcqRel);
+        if offset <= previous {
+            return;
+        }
+        let sender = self.readable_tx.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(sender) = sender.as_ref() {
+            sender.send_if_modified(|current| {
+                if offset > *current {
+                    *current = offset;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    /// Closes the log after it was replaced or deleted: appends fail from now on, and waiting readers wake
+    /// with an error. Reads still work on the mapped segments.
+    pub(crate) fn close(&self) {
+        self.lock_writer().closed = true;
+        self.readable_tx.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+    }
+}
