@@ -1,0 +1,271 @@
+//! One topic's delivery position inside a session: where the next batch starts, which batches are
+//! unacknowledged, whether a full refresh is running, and the log it reads from. This module owns the
+//! arithmetic of positions (resolving a start position, cutting the next batch, releasing acknowledged
+//! batches); the session owns the connection, the window across topics and the frames.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use protocol::TopicUid;
+use protocol::frame::StartPosition;
+use storage::Log;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::groups::Committed;
+use crate::members::Claim;
+
+/// Where delivery of a topic begins, once a start position is resolved against the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    /// Deliver from this offset.
+    At(u64),
+    /// Run a full refresh: RESET, everything from the log start, READY.
+    Refresh,
+    /// An explicit offset beyond the log end: refused with OFFSET_OUT_OF_RANGE.
+    OutOfRange {
+        /// The offset asked for.
+        requested: u64,
+        /// The log end.
+        end_offset: u64,
+    },
+}
+
+/// Resolves a start position against a log.
+///
+/// A client uid that is known and differs from the log's means the client holds another history, so it
+/// gets a full refresh whatever it asked. A committed offset recorded for another uid is ignored. A
+/// position below the log start can only be served by a full refresh. A committed offset beyond the log
+/// end (this node is behind the copy the consumer already has) waits there for the log to catch up, while
+/// an explicit offset beyond the end is refused, since the consumer asked for something that does not
+/// exist.
+pub fn resolve_start(
+    start: StartPosition,
+    client_uid: TopicUid,
+    log: &Log,
+    committed: Option<Committed>,
+) -> Begin {
+    let uid = log.uid();
+    if !client_uid.is_unknown() && client_uid != uid {
+        return Begin::Refresh;
+    }
+    let log_start = log.log_start();
+    let end_offset = log.readable_offset();
+    let wanted = match start {
+        StartPosition::FullRefresh => return Begin::Refresh,
+        StartPosition::Earliest => log_start,
+        StartPosition::Latest => end_offset,
+        StartPosition::Committed => match committed.filter(|committed| committed.uid == uid) {
+            Some(committed) if committed.next_offset < log_start => return Begin::Refresh,
+            Some(committed) => return Begin::At(committed.next_offset),
+            None => log_start,
+        },
+        StartPosition::Offset(offset) => offset,
+    };
+    if wanted < log_start {
+        Begin::Refresh
+    } else if wanted > end_offset {
+        Begin::OutOfRange { requested: wanted, end_offset }
+    } else {
+        Begin::At(wanted)
+    }
+}
+
+/// A full refresh in progress on one cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refresh {
+    /// The log start when the refresh began: the first offset of the new copy.
+    pub start: u64,
+    /// The log end when the refresh began: READY is sent once delivery reaches it.
+    pub end: u64,
+    /// Whether READY has been queued.
+    pub ready_sent: bool,
+}
+
+/// The log a cursor reads, with the task that turns its readable-offset changes into session wake-ups.
+#[derive(Debug)]
+pub struct Attached {
+    /// The log.
+    pub log: Arc<Log>,
+    /// Set by the watcher when the log is replaced or deleted (its sender was dropped).
+    pub closed: Arc<AtomicBool>,
+    /// The watcher task; aborted when the cursor lets go of the log.
+    watcher: JoinHandle<()>,
+}
+
+impl Attached {
+    /// Attaches to a log: every change of its readable offset wakes the session.
+    pub fn new(log: Arc<Log>, wake: &Arc<Notify>) -> Attached {
+        let closed = Arc::new(AtomicBool::new(false));
+        let mut readable = log.subscribe();
+        let watcher_wake = Arc::clone(wake);
+        let watcher_closed = Arc::clone(&closed);
+        let watcher = tokio::spawn(async move {
+            // Each change is one wake-up; the session then looks at every cursor, so coalesced changes
+            // lose nothing.
+            while readable.changed().await.is_ok() {
+                watcher_wake.notify_one();
+            }
+            watcher_closed.store(true, Ordering::Release);
+            watcher_wake.notify_one();
+        });
+        Attached { log, closed, watcher }
+    }
+
+    /// Whether the log was replaced or deleted since attaching.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// One topic of a session.
+#[derive(Debug)]
+pub struct Cursor {
+    /// The topic name.
+    pub topic: String,
+    /// The log, or `None` while waiting for the topic to be created.
+    pub attached: Option<Attached>,
+    /// For a waiting topic, where to start once it exists.
+    pub pending_start: StartPosition,
+    /// The next offset to send.
+    pub next_send: u64,
+    /// The latest offset the client acknowledged (`next_offset` of its last ACK).
+    pub acked: u64,
+    /// The end (last offset + 1) of each unacknowledged batch, oldest first.
+    pub in_flight: VecDeque<u64>,
+    /// A full refresh in progress.
+    pub refresh: Option<Refresh>,
+    /// This session's ownership of (group, topic).
+    pub claim: Claim,
+}
+
+/// A batch cut from a log, ready to frame.
+#[derive(Debug)]
+pub struct CutBatch {
+    /// Offset of its first record.
+    pub first_offset: u64,
+    /// Offset of its last record.
+    pub last_offset: u64,
+    /// The log end when it was read.
+    pub end_offset: u64,
+    /// The records, verbatim.
+    pub records: Bytes,
+    /// The number of records.
+    pub n_records: u64,
+    /// The last record's timestamp.
+    pub last_timestamp_ms: u64,
+}
+
+impl Cursor {
+    /// A cursor waiting for its topic to be created.
+    pub fn waiting(topic: String, start: StartPosition, claim: Claim) -> Cursor {
+        Cursor {
+            topic,
+            attached: None,
+            pending_start: start,
+            next_send: 0,
+            acked: 0,
+            in_flight: VecDeque::new(),
+            refresh: None,
+            claim,
+        }
+    }
+
+    /// The log's uid, or unknown while waiting.
+    pub fn uid(&self) -> TopicUid {
+        self.attached.as_ref().map_or(TopicUid::UNKNOWN, |attached| attached.log.uid())
+    }
+
+    /// Moves delivery to `offset`, forgetting unacknowledged batches and any refresh. Returns how many
+    /// in-flight batches were forgotten, for the session's window.
+    pub fn reposition(&mut self, offset: u64) -> usize {
+        let forgotten = self.in_flight.len();
+        self.in_flight.clear();
+        self.next_send = offset;
+        self.refresh = None;
+        forgotten
+    }
+
+    /// Starts a full refresh from the log's current start to its current end. Returns the forgotten
+    /// in-flight count and the refresh, or `None` while waiting for the topic.
+    pub fn begin_refresh(&mut self) -> Option<(usize, Refresh)> {
+        let log = &self.attached.as_ref()?.log;
+        let refresh = Refresh { start: log.log_start(), end: log.readable_offset(), ready_sent: false };
+        let forgotten = self.reposition(refresh.start);
+        self.refresh = Some(refresh);
+        Some((forgotten, refresh))
+    }
+
+    /// Whether READY is due: a refresh has delivered everything up to its end.
+    pub fn ready_due(&self) -> bool {
+        self.refresh.is_some_and(|refresh| !refresh.ready_sent && self.next_send >= refresh.end)
+    }
+
+    /// The offset below which records may be sent now.
+    fn send_limit(&self) -> u64 {
+        let Some(attached) = &self.attached else {
+            return self.next_send;
+        };
+        let readable = attached.log.readable_offset();
+        match self.refresh {
+            Some(refresh) if !refresh.ready_sent => refresh.end.min(readable),
+            _ => readable,
+        }
+    }
+
+    /// Whether there are records to send.
+    pub fn has_records(&self) -> bool {
+        self.next_send < self.send_limit()
+    }
+
+    /// Reads the next batch (at most `max_records` records and about `max_bytes` bytes) and advances the
+    /// cursor past it, recording it as in flight. `Ok(None)` if nothing is readable.
+    pub fn cut_batch(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Option<CutBatch>, storage::Error> {
+        let limit = self.send_limit();
+        let Some(attached) = &self.attached else {
+            return Ok(None);
+        };
+        if self.next_send >= limit {
+            return Ok(None);
+        }
+        let max_records = max_records.min(usize::try_from(limit - self.next_send).unwrap_or(usize::MAX));
+        let chunk = attached.log.read(self.next_send, max_records, max_bytes)?;
+        if chunk.n_records == 0 {
+            return Ok(None);
+        }
+        let batch = CutBatch {
+            first_offset: chunk.first_offset,
+            last_offset: chunk.next_offset - 1,
+            end_offset: attached.log.readable_offset().max(chunk.next_offset),
+            n_records: chunk.n_records,
+            last_timestamp_ms: chunk.last_timestamp_ms,
+            records: chunk.records,
+        };
+        self.next_send = chunk.next_offset;
+        self.in_flight.push_back(chunk.next_offset);
+        Ok(Some(batch))
+    }
+
+    /// Releases the batches an ACK of `next_offset` covers and returns how many.
+    pub fn release(&mut self, next_offset: u64) -> usize {
+        let mut released = 0;
+        while self.in_flight.front().is_some_and(|&end| end <= next_offset) {
+            self.in_flight.pop_front();
+            released += 1;
+        }
+        self.acked = next_offset;
+        released
+    }
+}

@@ -1,0 +1,64 @@
+//! Operations endpoints: liveness (`/health`), readiness (`/ready`) and Prometheus metrics (`/metrics`).
+//! Gauges that mirror state owned elsewhere (log offsets, storage bytes, group lag) are refreshed here, at
+//! scrape time, so the data paths never pay for them.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use crate::metrics::{GroupLabels, Metrics, gauge_value};
+use crate::node::Node;
+
+/// `GET /health`: 200 while the process is serving HTTP at all.
+pub async fn health(State(node): State<AppState>) -> Response {
+    let body = json!({
+        "status": "ok",
+        "node_id": node.config.node_id,
+        "level": node.config.level.name(),
+        "uptime_s": node.started.elapsed().as_secs(),
+    });
+    axum::Json(body).into_response()
+}
+
+/// `GET /ready`: 200 while the broker accepts work, 503 once it is shutting down.
+pub async fn ready(State(node): State<AppState>) -> Response {
+    if node.shutdown.is_triggered() {
+        let body = json!({"error": "shutting_down", "detail": "the broker is shutting down"});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
+    axum::Json(json!({"status": "ready"})).into_response()
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format.
+pub async fn metrics(State(node): State<AppState>) -> Response {
+    refresh_gauges(&node);
+    let text = node.metrics.encode();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+        .into_response()
+}
+
+/// Copies offsets, sizes and lags into their gauges.
+fn refresh_gauges(node: &Node) {
+    let metrics = &node.metrics;
+    let mut storage_bytes = 0u64;
+    for log in node.store.topics() {
+        let labels = Metrics::topic(log.name());
+        metrics.log_end_offset.get_or_create(&labels).set(gauge_value(log.next_offset()));
+        metrics.log_start_offset.get_or_create(&labels).set(gauge_value(log.log_start()));
+        storage_bytes = storage_bytes.saturating_add(log.stats().size_bytes);
+    }
+    metrics.storage_bytes.set(gauge_value(storage_bytes));
+    // Groups of deleted topics must disappear, so the family is rebuilt on every scrape.
+    metrics.group_lag.clear();
+    for row in node.groups.snapshot() {
+        if let Some(log) = node.store.topic(&row.topic)
+            && log.uid() == row.committed.uid
+        {
+            let lag = log.next_offset().saturating_sub(row.committed.next_offset);
+            let labels = GroupLabels { group: row.group, topic: row.topic };
+            metrics.group_lag.get_or_create(&labels).set(gauge_value(lag));
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! One broker for every level of the relay tree. At ROOT it takes new records over HTTP and gives them
+//! offsets; at every level it stores topics in the `storage` engine and pushes them to TCP consumers, with
+//! group offsets, full refresh, heartbeats and bounded memory. The pipe to a parent and to children, and
+//! registration with the registry, plug in beside these servers.
+//!
+//! [`run`] (or [`Broker::bind`] then [`Broker::run`], which lets a caller learn the bound addresses)
+//! starts everything; `main.rs` only parses the command line and wires signals.
+//!
+//! Architecture invariant: the broker writes segment files only through `storage`, and every byte a
+//! consumer receives is framed by `protocol`.
+
+pub mod config;
+pub mod connection;
+pub mod consumers;
+pub mod cursor;
+pub mod error;
+pub mod groups;
+pub mod healthcheck;
+pub mod http;
+pub mod members;
+pub mod metrics;
+pub mod node;
+mod server;
+pub mod session;
+
+pub use config::{Cli, Config, Level};
+pub use error::{ApiError, Error};
+pub use node::{Node, Shutdown};
+pub use server::{Broker, run};

@@ -1,0 +1,124 @@
+//! The state one broker shares between its servers and background tasks: configuration, the store, group
+//! offsets, group membership, metrics and the shutdown signal. This module owns their construction and
+//! the shutdown signal; each part's behaviour lives in its own module.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use storage::{FlushPolicy, LogConfig, Store};
+use tokio::sync::watch;
+
+use crate::config::{Config, FlushMode};
+use crate::error::Error;
+use crate::groups::GroupOffsets;
+use crate::members::Members;
+use crate::metrics::Metrics;
+
+/// The shared state of one broker.
+#[derive(Debug)]
+pub struct Node {
+    /// The validated configuration.
+    pub config: Config,
+    /// The topic logs.
+    pub store: Arc<Store>,
+    /// Committed group offsets and pending refreshes.
+    pub groups: Arc<GroupOffsets>,
+    /// Who delivers which (group, topic), and the live connections.
+    pub members: Members,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Fires once when the broker starts stopping.
+    pub shutdown: Shutdown,
+    /// When the broker started, for uptime.
+    pub started: Instant,
+}
+
+impl Node {
+    /// Validates the configuration, creates the data directory and opens the store and the group
+    /// offsets. Blocking (it opens files): call it before serving, or from a blocking thread.
+    pub fn open(config: Config) -> Result<Node, Error> {
+        config.validate().map_err(Error::Config)?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| Error::DataDir { path: config.data_dir.clone(), source })?;
+        if config.flush == FlushMode::Never {
+            tracing::warn!(
+                "flush mode is NEVER: acknowledged records may be lost in a crash; use this for benchmarks only"
+            );
+        }
+        let store = Store::open(&config.data_dir, log_config(&config))?;
+        let groups = GroupOffsets::open(&config.data_dir)?;
+        Ok(Node {
+            config,
+            store: Arc::new(store),
+            groups: Arc::new(groups),
+            members: Members::new(),
+            metrics: Metrics::new(),
+            shutdown: Shutdown::new(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Whether this node is ROOT, the only one that accepts new data.
+    pub fn is_root(&self) -> bool {
+        self.config.level == crate::config::Level::Root
+    }
+}
+
+/// The storage settings from the broker configuration.
+pub fn log_config(config: &Config) -> LogConfig {
+    let flush = match config.flush {
+        FlushMode::Always => FlushPolicy::Always,
+        FlushMode::Interval => FlushPolicy::Interval(config.flush_interval),
+        FlushMode::Never => FlushPolicy::Never,
+    };
+    LogConfig {
+        segment_bytes: config.segment_bytes,
+        segment_max_age: config.segment_max_age,
+        flush,
+        retention_bytes: (config.retention_bytes > 0).then_some(config.retention_bytes),
+        retention_age: (!config.retention_age.is_zero()).then_some(config.retention_age),
+        ..LogConfig::default()
+    }
+}
+
+/// A one-way signal that the broker is stopping; cheap to clone and to wait on from any task.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    /// `true` once triggered.
+    sender: Arc<watch::Sender<bool>>,
+}
+
+impl Shutdown {
+    /// A signal not yet triggered.
+    pub fn new() -> Shutdown {
+        Shutdown { sender: Arc::new(watch::Sender::new(false)) }
+    }
+
+    /// Starts the shutdown; later calls do nothing.
+    pub fn trigger(&self) {
+        self.sender.send_replace(true);
+    }
+
+    /// Whether the shutdown has started.
+    pub fn is_triggered(&self) -> bool {
+        *self.sender.borrow()
+    }
+
+    /// Resolves once the shutdown has started.
+    pub async fn wait(&self) {
+        let mut receiver = self.sender.subscribe();
+        // The sender lives in `self`, so the only outcome is the value turning true.
+        let _ = receiver.wait_for(|stopping| *stopping).await;
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown::new()
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}

@@ -1,0 +1,175 @@
+//! Starting and stopping a broker: bind the listeners, open the node, run the HTTP API, the consumer
+//! server and the timers (group commits, storage flushes, retention), and on shutdown stop accepting,
+//! let sessions send SHUTTING_DOWN, then flush group offsets and storage and close.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, FlushMode};
+use crate::consumers::serve_consumers;
+use crate::error::Error;
+use crate::node::Node;
+
+/// How long the HTTP server may take to finish open requests at shutdown.
+const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A broker with its listeners bound, ready to run.
+#[derive(Debug)]
+pub struct Broker {
+    /// The shared state.
+    node: Arc<Node>,
+    /// The HTTP API listener.
+    http_listener: TcpListener,
+    /// The TCP consumer listener.
+    consumer_listener: TcpListener,
+}
+
+impl Broker {
+    /// Opens the data directory and binds both listeners (port 0 picks a free port).
+    pub async fn bind(config: Config) -> Result<Broker, Error> {
+        let http_addr = config.http_addr;
+        let consumer_addr = config.consumer_addr;
+        let node = tokio::task::spawn_blocking(move || Node::open(config)).await??;
+        let http_listener = TcpListener::bind(http_addr).await.map_err(|source| Error::Bind {
+            what: "HTTP",
+            addr: http_addr,
+            source,
+        })?;
+        let consumer_listener = TcpListener::bind(consumer_addr).await.map_err(|source| Error::Bind {
+            what: "consumers",
+            addr: consumer_addr,
+            source,
+        })?;
+        Ok(Broker { node: Arc::new(node), http_listener, consumer_listener })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> Result<SocketAddr, Error> {
+        Ok(self.http_listener.local_addr()?)
+    }
+
+    /// The bound consumer address.
+    pub fn consumer_addr(&self) -> Result<SocketAddr, Error> {
+        Ok(self.consumer_listener.local_addr()?)
+    }
+
+    /// The shared state, for embedding and tests.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Serves until `shutdown` resolves (or the node's own shutdown signal fires), then stops gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        let Broker { node, http_listener, consumer_listener } = self;
+        let http_addr = http_listener.local_addr()?;
+        let consumer_addr = consumer_listener.local_addr()?;
+        tracing::info!(
+            node_id = %node.config.node_id,
+            level = node.config.level.name(),
+            %http_addr,
+            %consumer_addr,
+            data_dir = %node.config.data_dir.display(),
+            "broker started"
+        );
+        let timers = start_timers(&node);
+        let http = {
+            let signal = node.shutdown.clone();
+            let app = crate::http::router(Arc::clone(&node));
+            tokio::spawn(async move {
+                axum::serve(http_listener, app)
+                    .with_graceful_shutdown(async move { signal.wait().await })
+                    .await
+            })
+        };
+        let consumers =
+            {
+                let signal = node.shutdown.clone();
+                tokio::spawn(serve_consumers(consumer_listener, Arc::clone(&node), async move {
+                    signal.wait().await
+                }))
+            };
+        tokio::select! {
+            () = shutdown => tracing::info!("shutting down"),
+            () = node.shutdown.wait() => tracing::info!("shutting down"),
+        }
+        node.shutdown.trigger();
+        if let Err(error) = consumers.await {
+            tracing::error!(%error, "the consumer server failed");
+        }
+        match tokio::time::timeout(HTTP_DRAIN_TIMEOUT, http).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::error!(%error, "the HTTP server failed"),
+            Ok(Err(error)) => tracing::error!(%error, "the HTTP server task failed"),
+            Err(_) => tracing::warn!("HTTP requests still open at shutdown were dropped"),
+        }
+        for timer in timers {
+            timer.abort();
+        }
+        let closing = Arc::clone(&node);
+        tokio::task::spawn_blocking(move || close(&closing)).await??;
+        tracing::info!("broker stopped");
+        Ok(())
+    }
+}
+
+/// Opens the node, binds, and serves until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+    Broker::bind(config).await?.run(shutdown).await
+}
+
+/// Writes the last group offsets and storage state. Blocking.
+fn close(node: &Node) -> Result<(), Error> {
+    let written = node.groups.flush()?;
+    // The store itself closes when the last handle to it is dropped; flushing is what must not be skipped.
+    node.store.flush_all()?;
+    tracing::info!(group_offsets_written = written, "flushed group offsets and storage");
+    Ok(())
+}
+
+/// Starts the periodic tasks; each runs its blocking work on a blocking thread.
+fn start_timers(node: &Arc<Node>) -> Vec<JoinHandle<()>> {
+    let mut timers = Vec::new();
+    let groups = Arc::clone(&node.groups);
+    timers.push(every(node.config.group_commit_interval, move || {
+        if let Err(error) = groups.flush() {
+            tracing::error!(%error, "writing group offsets failed; retrying at the next interval");
+        }
+    }));
+    if node.config.flush == FlushMode::Interval {
+        let store = Arc::clone(&node.store);
+        timers.push(every(node.config.flush_interval, move || {
+            if let Err(error) = store.flush_all() {
+                tracing::error!(%error, "flushing storage failed");
+            }
+        }));
+    }
+    let store = Arc::clone(&node.store);
+    timers.push(every(node.config.retention_check_interval, move || {
+        if let Err(error) = store.enforce_retention() {
+            tracing::error!(%error, "enforcing retention failed");
+        }
+    }));
+    timers
+}
+
+/// Runs `work` on a blocking thread every `period`, one run at a time.
+fn every(period: Duration, work: impl Fn() + Send + Sync + 'static) -> JoinHandle<()> {
+    let work = Arc::new(work);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let work = Arc::clone(&work);
+            if tokio::task::spawn_blocking(move || work()).await.is_err() {
+                tracing::error!("a periodic task panicked");
+            }
+        }
+    })
+}

@@ -1,0 +1,625 @@
+//! The delivery state machine of one connection: HELLO, WELCOME, then batches pushed as records become
+//! readable, bounded by an in-flight window, with ACK commits, SEEK, full refresh (RESET...READY), TOPIC
+//! announcements, heartbeats, slow-consumer pacing and take-over within a group.
+//!
+//! A session speaks frames, not bytes: the transport hands it decoded frames (or the decode error) on one
+//! bounded channel and takes [`Outbound`] items on another. The TCP consumer server (`connection.rs`) is
+//! one transport; the pipe server, a WebSocket at `GET /api/v1/pipe`, runs the same session with
+//! [`Role::Pipe`]. This module never touches a socket.
+//!
+//! Delivery is event-driven: each attached log's readable-offset watch and the store's topic list wake
+//! the session through one `Notify`; nothing polls.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use protocol::WireError;
+use protocol::frame::{
+    Ack, ErrorCode, ErrorFrame, Frame, Ping, Ready, Reset, Role, Seek, StartPosition, TopicAnnounce,
+    encode_batch_header,
+};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::cursor::{Attached, Begin, Cursor, resolve_start};
+use crate::groups::Committed;
+use crate::metrics::KindLabels;
+use crate::node::{Node, now_ms};
+
+mod hello;
+
+/// How many heartbeat intervals of silence make a peer count as gone.
+const SILENT_INTERVALS: u32 = 3;
+
+/// Most control frames (PONG, RESET, READY, TOPIC, ERROR) queued for a peer that is not reading; past this
+/// the peer is dropped as a slow consumer.
+const MAX_CONTROL_QUEUE: usize = 256;
+
+/// How long the final ERROR frame may wait for room in the outbound queue.
+const FINAL_FRAME_WAIT: Duration = Duration::from_secs(1);
+
+/// One item for the transport to write.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame to encode and send.
+    Frame(Frame),
+    /// A BATCH frame as its encoded header (see `encode_batch_header`) and the records that complete it,
+    /// straight from the log, for a vectored write.
+    Batch {
+        /// Frame header and BATCH fields.
+        header: Vec<u8>,
+        /// The records, verbatim.
+        records: Bytes,
+    },
+}
+
+/// The transport's side of a session: decoded frames in, items to write out.
+#[derive(Debug)]
+pub struct SessionIo {
+    /// Frames from the peer, or the decode error that ends the connection. Closed when the peer closes.
+    pub inbound: mpsc::Receiver<Result<Frame, WireError>>,
+    /// Items for the transport to write, in order. Bounded: a full queue paces the session.
+    pub outbound: mpsc::Sender<Outbound>,
+}
+
+/// Who is on the other end, as far as the transport knows.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The peer's address, if the transport has one.
+    pub addr: Option<SocketAddr>,
+    /// The role the transport accepts: [`Role::Consumer`] on the TCP consumer port, [`Role::Pipe`] on the
+    /// pipe endpoint.
+    pub role: Role,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+enum End {
+    /// The peer closed the connection.
+    Closed,
+    /// The peer was silent for three heartbeat intervals.
+    Silent,
+    /// The session sends this ERROR frame and closes.
+    Fatal(ErrorFrame),
+}
+
+impl End {
+    /// A fatal end with this code and message.
+    fn fatal(code: ErrorCode, message: impl Into<String>) -> End {
+        End::Fatal(ErrorFrame { code, fatal: true, message: message.into() })
+    }
+}
+
+/// Runs one session to its end. Never fails: every problem becomes an ERROR frame to the peer and a log
+/// line here.
+pub async fn run_session(node: Arc<Node>, io: SessionIo, peer: Peer) {
+    let kind = match peer.role {
+        Role::Consumer => "consumer",
+        Role::Pipe => "pipe",
+    };
+    let connection_id = node.members.connect(peer.addr, kind);
+    let gauge = node.metrics.connections.get_or_create(&KindLabels { kind: kind.to_string() }).clone();
+    gauge.inc();
+    let SessionIo { inbound, outbound } = io;
+    let mut session = Session::new(Arc::clone(&node), connection_id, inbound, outbound.clone());
+    let end = match session.handshake(peer).await {
+        Ok(()) => session.deliver().await,
+        Err(end) => end,
+    };
+    match end {
+        End::Closed => tracing::debug!(connection_id, peer = ?peer.addr, "peer closed the connection"),
+        End::Silent => tracing::info!(connection_id, peer = ?peer.addr, "dropping a silent peer"),
+        End::Fatal(error) => {
+            tracing::info!(connection_id, peer = ?peer.addr, code = %error.code, message = %error.message,
+                "closing the connection with an error");
+            node.metrics.protocol_errors.inc();
+            // Control frames already queued (a non-fatal ERROR, say) go first, in order. Room may never
+            // come if the peer stopped reading, so the whole goodbye is bounded.
+            let mut goodbye: Vec<Frame> = session.control.drain(..).collect();
+            goodbye.push(Frame::Error(error));
+            let _ = tokio::time::timeout(FINAL_FRAME_WAIT, async {
+                for frame in goodbye {
+                    if outbound.send(Outbound::Frame(frame)).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+    drop(session);
+    node.members.disconnect(connection_id);
+    gauge.dec();
+}
+
+/// The state of one session.
+#[derive(Debug)]
+struct Session {
+    /// The broker.
+    node: Arc<Node>,
+    /// This connection's id in the membership table.
+    connection_id: u64,
+    /// Frames from the peer.
+    inbound: mpsc::Receiver<Result<Frame, WireError>>,
+    /// Items to the transport.
+    outbound: mpsc::Sender<Outbound>,
+    /// The group from HELLO.
+    group: String,
+    /// The client id from HELLO.
+    client_id: String,
+    /// One cursor per subscribed topic.
+    cursors: Vec<Cursor>,
+    /// Topic name -> index in `cursors`.
+    by_topic: HashMap<String, usize>,
+    /// The start position of a `*` subscription, if any.
+    all_topics: Option<StartPosition>,
+    /// The store's topic-list version, watched for `*` and for topics waited on.
+    topics_version: watch::Receiver<u64>,
+    /// The task turning topic-list changes into wake-ups.
+    topics_watcher: Option<tokio::task::JoinHandle<()>>,
+    /// Wakes the session: readable offsets, topic list, claim signals.
+    wake: Arc<Notify>,
+    /// Control frames to send before any batch.
+    control: VecDeque<Frame>,
+    /// Most unacknowledged batches across topics.
+    window: usize,
+    /// Unacknowledged batches across topics.
+    in_flight: usize,
+    /// Where the next round-robin scan for a batch starts.
+    next_cursor: usize,
+    /// When a frame last arrived.
+    last_received: Instant,
+    /// When the session last made progress or was not blocked (for the slow-consumer timeout).
+    last_progress: Instant,
+    /// The nonce of the next PING.
+    next_nonce: u64,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(watcher) = self.topics_watcher.take() {
+            watcher.abort();
+        }
+    }
+}
+
+impl Session {
+    /// A session before HELLO.
+    fn new(
+        node: Arc<Node>,
+        connection_id: u64,
+        inbound: mpsc::Receiver<Result<Frame, WireError>>,
+        outbound: mpsc::Sender<Outbound>,
+    ) -> Session {
+        let topics_version = node.store.subscribe_topics();
+        let window = usize::from(node.config.max_in_flight);
+        Session {
+            node,
+            connection_id,
+            inbound,
+            outbound,
+            group: String::new(),
+            client_id: String::new(),
+            cursors: Vec::new(),
+            by_topic: HashMap::new(),
+            all_topics: None,
+            topics_version,
+            topics_watcher: None,
+            wake: Arc::new(Notify::new()),
+            control: VecDeque::new(),
+            window,
+            in_flight: 0,
+            next_cursor: 0,
+            last_received: Instant::now(),
+            last_progress: Instant::now(),
+            next_nonce: 1,
+        }
+    }
+
+    /// Delivers until the session ends.
+    async fn deliver(&mut self) -> End {
+        let heartbeat = self.node.config.heartbeat;
+        let mut ticks = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let shutdown = self.node.shutdown.clone();
+        let stopping = shutdown.wait();
+        tokio::pin!(stopping);
+        loop {
+            let has_work = match self.has_work() {
+                Ok(has_work) => has_work,
+                Err(end) => return end,
+            };
+            let outbound = self.outbound.clone();
+            tokio::select! {
+                biased;
+                () = &mut stopping => {
+                    return End::fatal(ErrorCode::ShuttingDown, "the broker is shutting down; reconnect later");
+                }
+                frame = self.inbound.recv() => {
+                    self.last_received = Instant::now();
+                    let result = match frame {
+                        None => Err(End::Closed),
+                        Some(Err(error)) => Err(End::Fatal(ErrorFrame::from_wire_error(&error))),
+                        Some(Ok(frame)) => self.on_frame(frame),
+                    };
+                    if let Err(end) = result {
+                        return end;
+                    }
+                }
+                permit = outbound.reserve_owned(), if has_work => {
+                    let Ok(permit) = permit else {
+                        return End::Closed;
+                    };
+                    match self.next_outbound() {
+                        Ok(Some(item)) => {
+                            permit.send(item);
+                        }
+                        Ok(None) => {}
+                        Err(end) => return end,
+                    }
+                }
+                () = self.wake.notified() => {
+                    if let Err(end) = self.on_wake() {
+                        return end;
+                    }
+                }
+                _ = ticks.tick() => {
+                    if let Err(end) = self.on_tick() {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one frame from the peer.
+    fn on_frame(&mut self, frame: Frame) -> Result<(), End> {
+        match frame {
+            Frame::Ack(ack) => self.on_ack(ack),
+            Frame::Seek(seek) => self.on_seek(seek),
+            Frame::Ping(ping) => self.queue(Frame::Pong(ping)),
+            Frame::Pong(_) => Ok(()),
+            Frame::Error(error) => {
+                tracing::info!(connection_id = self.connection_id, code = %error.code, message = %error.message,
+                    "peer sent an ERROR frame");
+                if error.fatal { Err(End::Closed) } else { Ok(()) }
+            }
+            Frame::Hello(_) => {
+                Err(End::fatal(ErrorCode::ProtocolViolation, "a second HELLO on one connection"))
+            }
+            other => Err(End::fatal(
+                ErrorCode::ProtocolViolation,
+                format!("{} is a server frame; a client may not send it", other.name()),
+            )),
+        }
+    }
+
+    /// Handles an ACK: releases window room and commits the group's offset.
+    fn on_ack(&mut self, ack: Ack) -> Result<(), End> {
+        let Some(&index) = self.by_topic.get(&ack.topic) else {
+            return self.queue_error(
+                ErrorCode::UnknownTopic,
+                format!("ACK for {:?}, which this connection does not subscribe to", ack.topic),
+            );
+        };
+        let cursor = &mut self.cursors[index];
+        // An ACK beyond what was sent can only be a stale one crossing a SEEK; it proves nothing here.
+        if ack.next_offset > cursor.next_send || cursor.attached.is_none() {
+            tracing::debug!(topic = %ack.topic, next_offset = ack.next_offset, "ignoring an ACK beyond the sent position");
+            return Ok(());
+        }
+        self.in_flight -= cursor.release(ack.next_offset);
+        self.last_progress = Instant::now();
+        let uid = cursor.uid();
+        match cursor.refresh {
+            // Acks inside a refresh concern the client's new copy, which is not live until READY: they
+            // free the window but commit nothing, so a refresh cut short is asked for again.
+            Some(refresh) if !(refresh.ready_sent && ack.next_offset >= refresh.end) => return Ok(()),
+            Some(_) => {
+                cursor.refresh = None;
+                self.node.groups.clear_refresh(&self.group, &ack.topic);
+            }
+            None => {}
+        }
+        if !cursor.claim.signals.is_superseded() {
+            self.node.groups.commit(&self.group, &ack.topic, Committed { uid, next_offset: ack.next_offset });
+        }
+        Ok(())
+    }
+
+    /// Handles a SEEK.
+    fn on_seek(&mut self, seek: Seek) -> Result<(), End> {
+        let Some(&index) = self.by_topic.get(&seek.topic) else {
+            return self.queue_error(
+                ErrorCode::UnknownTopic,
+                format!("SEEK on {:?}, which this connection does not subscribe to", seek.topic),
+            );
+        };
+        let cursor = &mut self.cursors[index];
+        let Some(attached) = &cursor.attached else {
+            // The topic does not exist yet: remember where to start once it does.
+            cursor.pending_start = seek.start;
+            return Ok(());
+        };
+        let committed = self.node.groups.committed(&self.group, &seek.topic);
+        match resolve_start(seek.start, protocol::TopicUid::UNKNOWN, &attached.log, committed) {
+            Begin::At(offset) => {
+                self.in_flight -= cursor.reposition(offset);
+                Ok(())
+            }
+            Begin::Refresh => self.begin_refresh(index),
+            Begin::OutOfRange { requested, end_offset } => self.queue_error(
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "offset {requested} of {:?} is beyond the log end {end_offset}; position unchanged",
+                    seek.topic
+                ),
+            ),
+        }
+    }
+
+    /// Starts a full refresh of one cursor and queues its RESET.
+    fn begin_refresh(&mut self, index: usize) -> Result<(), End> {
+        let cursor = &mut self.cursors[index];
+        let uid = cursor.uid();
+        let Some((forgotten, refresh)) = cursor.begin_refresh() else {
+            return Ok(());
+        };
+        self.in_flight -= forgotten;
+        let topic = cursor.topic.clone();
+        tracing::info!(connection_id = self.connection_id, group = %self.group, %topic, log_start = refresh.start,
+            end_offset = refresh.end, "full refresh");
+        self.queue(Frame::Reset(Reset { topic, uid, log_start: refresh.start, end_offset: refresh.end }))
+    }
+
+    /// Whether the session has something to send now.
+    fn has_work(&mut self) -> Result<bool, End> {
+        if !self.control.is_empty() {
+            return Ok(true);
+        }
+        let window_open = self.in_flight < self.window;
+        Ok(self.cursors.iter().any(|cursor| cursor.ready_due() || (window_open && cursor.has_records())))
+    }
+
+    /// The next item to send: a control frame, a READY, or a batch from the next topic in turn.
+    fn next_outbound(&mut self) -> Result<Option<Outbound>, End> {
+        if let Some(frame) = self.control.pop_front() {
+            return Ok(Some(Outbound::Frame(frame)));
+        }
+        let n_cursors = self.cursors.len();
+        for step in 0..n_cursors {
+            let index = (self.next_cursor + step) % n_cursors;
+            if self.cursors[index].ready_due() {
+                return Ok(Some(Outbound::Frame(self.ready(index))));
+            }
+            if self.in_flight >= self.window || !self.cursors[index].has_records() {
+                continue;
+            }
+            let config = &self.node.config;
+            let max_bytes = usize::try_from(config.batch_max_bytes).unwrap_or(usize::MAX);
+            let cut = self.cursors[index].cut_batch(config.batch_max_records, max_bytes);
+            let batch = match cut {
+                Ok(Some(batch)) => batch,
+                Ok(None) => continue,
+                Err(storage::Error::OffsetBelowLogStart { .. }) => {
+                    // Retention overtook this consumer: only a full refresh can serve it now.
+                    self.begin_refresh(index)?;
+                    return Ok(self.control.pop_front().map(Outbound::Frame));
+                }
+                Err(error) => {
+                    tracing::error!(topic = %self.cursors[index].topic, %error, "reading a log for delivery failed");
+                    return Err(End::fatal(ErrorCode::Internal, "the broker failed to read the topic"));
+                }
+            };
+            let topic = &self.cursors[index].topic;
+            let mut header = Vec::with_capacity(64 + topic.len());
+            if let Err(error) = encode_batch_header(
+                topic,
+                batch.first_offset,
+                batch.last_offset,
+                batch.end_offset,
+                &batch.records,
+                &mut header,
+            ) {
+                tracing::error!(%topic, %error, "framing a batch failed");
+                return Err(End::fatal(ErrorCode::Internal, "the broker failed to frame a batch"));
+            }
+            self.node.metrics.delivered(
+                topic,
+                batch.n_records,
+                batch.records.len() as u64,
+                batch.last_timestamp_ms,
+            );
+            self.in_flight += 1;
+            self.last_progress = Instant::now();
+            self.next_cursor = index + 1;
+            return Ok(Some(Outbound::Batch { header, records: batch.records }));
+        }
+        Ok(None)
+    }
+
+    /// Marks a refresh's READY as sent and returns the frame. An empty refresh is complete at once.
+    fn ready(&mut self, index: usize) -> Frame {
+        let cursor = &mut self.cursors[index];
+        let uid = cursor.uid();
+        let mut end_offset = cursor.next_send;
+        if let Some(refresh) = &mut cursor.refresh {
+            refresh.ready_sent = true;
+            end_offset = refresh.end;
+            let empty = refresh.start == refresh.end;
+            let acked = cursor.acked >= refresh.end && cursor.in_flight.is_empty();
+            if empty || acked {
+                cursor.refresh = None;
+                self.node.groups.clear_refresh(&self.group, &cursor.topic);
+                if !cursor.claim.signals.is_superseded() {
+                    self.node.groups.commit(
+                        &self.group,
+                        &cursor.topic,
+                        Committed { uid, next_offset: end_offset },
+                    );
+                }
+            }
+        }
+        Frame::Ready(Ready { topic: cursor.topic.clone(), uid, end_offset })
+    }
+
+    /// Handles a wake-up: take-over, operator refresh, replaced logs and new topics.
+    fn on_wake(&mut self) -> Result<(), End> {
+        for index in 0..self.cursors.len() {
+            let cursor = &self.cursors[index];
+            if cursor.claim.signals.is_superseded() {
+                return Err(End::fatal(
+                    ErrorCode::Superseded,
+                    format!(
+                        "a newer connection of group {:?} took over topic {:?}",
+                        self.group, cursor.topic
+                    ),
+                ));
+            }
+            if cursor.attached.as_ref().is_some_and(Attached::is_closed) {
+                self.reattach(index)?;
+            }
+            if self.cursors[index].claim.signals.take_refresh() {
+                self.begin_refresh(index)?;
+            }
+        }
+        if self.topics_version.has_changed().unwrap_or(false) {
+            self.topics_version.borrow_and_update();
+            self.on_topics_changed()?;
+        }
+        Ok(())
+    }
+
+    /// A log was replaced or deleted: attach to its successor, refreshing the client if the history
+    /// changed, or wait for the topic to come back.
+    fn reattach(&mut self, index: usize) -> Result<(), End> {
+        let cursor = &mut self.cursors[index];
+        let old_uid = cursor.uid();
+        match self.node.store.topic(&cursor.topic) {
+            None => {
+                cursor.attached = None;
+                self.in_flight -= cursor.reposition(0);
+                cursor.pending_start = StartPosition::Earliest;
+                let message =
+                    format!("topic {:?} was deleted; waiting for it to be created again", cursor.topic);
+                self.queue_error(ErrorCode::UnknownTopic, message)
+            }
+            Some(log) => {
+                let same_history = log.uid() == old_uid
+                    && cursor.next_send >= log.log_start()
+                    && cursor.next_send <= log.readable_offset();
+                cursor.attached = Some(Attached::new(log, &self.wake));
+                if same_history { Ok(()) } else { self.begin_refresh(index) }
+            }
+        }
+    }
+
+    /// The store's topic list changed: attach waiting cursors and add topics for `*`.
+    fn on_topics_changed(&mut self) -> Result<(), End> {
+        for index in 0..self.cursors.len() {
+            if self.cursors[index].attached.is_none()
+                && let Some(log) = self.node.store.topic(&self.cursors[index].topic)
+            {
+                self.attach_waiting(index, log)?;
+            }
+        }
+        if let Some(start) = self.all_topics {
+            for log in self.node.store.topics() {
+                if !self.by_topic.contains_key(log.name()) {
+                    let claim =
+                        self.node.members.claim(&self.group, log.name(), self.connection_id, &self.wake);
+                    let index = self.cursors.len();
+                    self.by_topic.insert(log.name().to_string(), index);
+                    self.cursors.push(Cursor::waiting(log.name().to_string(), start, claim));
+                    self.attach_waiting(index, log)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches a cursor to its newly created log, announces it with TOPIC, and positions it. A topic that
+    /// did not exist when the client subscribed is new to it entirely, so LATEST means its log start.
+    fn attach_waiting(&mut self, index: usize, log: Arc<storage::Log>) -> Result<(), End> {
+        let committed = self.node.groups.committed(&self.group, log.name());
+        let pending_refresh = self.node.groups.refresh_pending(&self.group, log.name());
+        let cursor = &mut self.cursors[index];
+        let start = match cursor.pending_start {
+            StartPosition::Latest => StartPosition::Earliest,
+            other => other,
+        };
+        let announce = TopicAnnounce {
+            topic: cursor.topic.clone(),
+            uid: log.uid(),
+            log_start: log.log_start(),
+            end_offset: log.readable_offset(),
+        };
+        let begin = if pending_refresh {
+            Begin::Refresh
+        } else {
+            resolve_start(start, protocol::TopicUid::UNKNOWN, &log, committed)
+        };
+        cursor.attached = Some(Attached::new(log, &self.wake));
+        self.queue(Frame::Topic(announce))?;
+        match begin {
+            Begin::At(offset) => {
+                self.in_flight -= self.cursors[index].reposition(offset);
+                Ok(())
+            }
+            Begin::Refresh => self.begin_refresh(index),
+            Begin::OutOfRange { requested, end_offset } => {
+                self.in_flight -= self.cursors[index].reposition(end_offset);
+                let message = format!(
+                    "offset {requested} of {:?} is beyond the log end {end_offset}; starting at the end",
+                    self.cursors[index].topic
+                );
+                self.queue_error(ErrorCode::OffsetOutOfRange, message)
+            }
+        }
+    }
+
+    /// Heartbeat: drop a silent peer, PING, and drop a consumer that has blocked delivery for too long.
+    fn on_tick(&mut self) -> Result<(), End> {
+        let heartbeat = self.node.config.heartbeat;
+        if self.last_received.elapsed() >= heartbeat * SILENT_INTERVALS {
+            return Err(End::Silent);
+        }
+        let nonce = self.next_nonce;
+        self.next_nonce += 1;
+        self.queue(Frame::Ping(Ping { nonce, timestamp_ms: now_ms() }))?;
+        let blocked = self.in_flight >= self.window || self.outbound.capacity() == 0;
+        if !blocked {
+            self.last_progress = Instant::now();
+        } else if self.last_progress.elapsed() >= self.node.config.slow_consumer_timeout {
+            return Err(End::fatal(
+                ErrorCode::SlowConsumer,
+                format!(
+                    "no progress for {:?}: the consumer stopped reading or acknowledging",
+                    self.node.config.slow_consumer_timeout
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queues a control frame; a peer that lets too many pile up is too slow to keep.
+    fn queue(&mut self, frame: Frame) -> Result<(), End> {
+        if self.control.len() >= MAX_CONTROL_QUEUE {
+            return Err(End::fatal(
+                ErrorCode::SlowConsumer,
+                "too many control frames queued for a peer that is not reading",
+            ));
+        }
+        self.control.push_back(frame);
+        Ok(())
+    }
+
+    /// Queues a non-fatal ERROR frame.
+    fn queue_error(&mut self, code: ErrorCode, message: String) -> Result<(), End> {
+        self.node.metrics.protocol_errors.inc();
+        self.queue(Frame::Error(ErrorFrame { code, fatal: false, message }))
+    }
+}
