@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol::WireError;
 use protocol::frame::{
     Ack, ErrorCode, ErrorFrame, Frame, Ping, Ready, Reset, Role, Seek, StartPosition, TopicAnnounce,
-    encode_batch_header,
+    TopicPosition, encode_batch_header,
 };
+use protocol::{TopicUid, WireError};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -342,23 +342,46 @@ impl Session {
         let Some(attached) = &cursor.attached else {
             // The topic does not exist yet: remember where to start once it does.
             cursor.pending_start = seek.start;
-            return Ok(());
+            let position = TopicPosition {
+                topic: seek.topic,
+                uid: TopicUid::UNKNOWN,
+                log_start: 0,
+                end_offset: 0,
+                start_at: 0,
+            };
+            return self.queue(Frame::Position(position));
         };
+        let log = Arc::clone(&attached.log);
         let committed = self.node.groups.committed(&self.group, &seek.topic);
-        match resolve_start(seek.start, protocol::TopicUid::UNKNOWN, &attached.log, committed) {
-            Begin::At(offset) => {
-                self.in_flight -= cursor.reposition(offset);
-                Ok(())
+        let begin = match resolve_start(seek.start, TopicUid::UNKNOWN, &log, committed) {
+            Begin::OutOfRange { requested, end_offset } => {
+                self.queue_error(
+                    ErrorCode::OffsetOutOfRange,
+                    format!("offset {requested} of {:?} is beyond the log end {end_offset}", seek.topic),
+                )?;
+                // POSITION answers every SEEK, and the client drops batches between the two; restarting
+                // from its last acknowledgement loses nothing of what it dropped.
+                let acked = self.cursors[index].acked;
+                if acked < log.log_start() { Begin::Refresh } else { Begin::At(acked) }
             }
-            Begin::Refresh => self.begin_refresh(index),
-            Begin::OutOfRange { requested, end_offset } => self.queue_error(
-                ErrorCode::OffsetOutOfRange,
-                format!(
-                    "offset {requested} of {:?} is beyond the log end {end_offset}; position unchanged",
-                    seek.topic
-                ),
-            ),
-        }
+            other => other,
+        };
+        let start_at = match begin {
+            Begin::At(offset) => {
+                self.in_flight -= self.cursors[index].reposition(offset);
+                offset
+            }
+            _ => log.log_start(),
+        };
+        let position = TopicPosition {
+            topic: seek.topic,
+            uid: log.uid(),
+            log_start: log.log_start(),
+            end_offset: log.readable_offset(),
+            start_at,
+        };
+        self.queue(Frame::Position(position))?;
+        if begin == Begin::Refresh { self.begin_refresh(index) } else { Ok(()) }
     }
 
     /// Starts a full refresh of one cursor and queues its RESET.
@@ -560,7 +583,7 @@ impl Session {
         let begin = if pending_refresh {
             Begin::Refresh
         } else {
-            resolve_start(start, protocol::TopicUid::UNKNOWN, &log, committed)
+            resolve_start(start, TopicUid::UNKNOWN, &log, committed)
         };
         cursor.attached = Some(Attached::new(log, &self.wake));
         self.queue(Frame::Topic(announce))?;

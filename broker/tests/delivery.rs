@@ -3,7 +3,7 @@
 mod common;
 
 use client::Event;
-use common::{TestBroker, next_event, receive_until, records_of, start};
+use common::{TestBroker, next_event, receive_until, records_of, seek, start};
 use protocol::frame::{ErrorCode, StartPosition};
 use serde_json::json;
 
@@ -36,23 +36,28 @@ async fn seek_earliest_latest_and_offset() {
     let (mut consumer, _) = broker.consumer("seeker", vec![start("ticks", StartPosition::Earliest)]).await;
     assert_eq!(receive_until(&mut consumer, "ticks", 20).await.len(), 20);
 
-    consumer.seek("ticks", StartPosition::Offset(15)).await.unwrap();
+    assert_eq!(seek(&mut consumer, "ticks", StartPosition::Offset(15)).await.start_at, 15);
     let again = receive_until(&mut consumer, "ticks", 20).await;
     assert_eq!(again.first().map(|record| record.offset), Some(15));
     assert_eq!(again.len(), 5);
 
-    consumer.seek("ticks", StartPosition::Earliest).await.unwrap();
+    assert_eq!(seek(&mut consumer, "ticks", StartPosition::Earliest).await.start_at, 0);
     let all = receive_until(&mut consumer, "ticks", 20).await;
     assert_eq!(all.iter().map(|record| record.offset).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());
 
-    // Beyond the end: a non-fatal error, and the position stays where it was.
+    // Beyond the end: a non-fatal error, and delivery resumes from the last acknowledgement.
     consumer.seek("ticks", StartPosition::Offset(500)).await.unwrap();
     match next_event(&mut consumer).await {
         Event::Error(error) => assert_eq!((error.code, error.fatal), (ErrorCode::OffsetOutOfRange, false)),
         other => panic!("expected OFFSET_OUT_OF_RANGE, got {other:?}"),
     }
+    match next_event(&mut consumer).await {
+        Event::Position(position) => assert_eq!(position.start_at, 20),
+        other => panic!("expected POSITION, got {other:?}"),
+    }
 
-    consumer.seek("ticks", StartPosition::Latest).await.unwrap();
+    let position = seek(&mut consumer, "ticks", StartPosition::Latest).await;
+    assert_eq!((position.start_at, position.end_offset), (20, 20));
     broker.inject("ticks", 1, 10).await;
     let latest = receive_until(&mut consumer, "ticks", 21).await;
     assert_eq!(latest.iter().map(|record| record.offset).collect::<Vec<_>>(), vec![20]);
@@ -103,7 +108,7 @@ async fn full_refresh_when_asked() {
     assert_eq!(receive_until(&mut consumer, "catalog", 37).await.len(), 2);
 
     // A SEEK can ask for a refresh too.
-    consumer.seek("catalog", StartPosition::FullRefresh).await.unwrap();
+    assert_eq!(seek(&mut consumer, "catalog", StartPosition::FullRefresh).await.start_at, 0);
     let (_, end, offsets) = collect_refresh(&mut consumer, "catalog").await;
     assert_eq!((end, offsets.len()), (37, 37));
     broker.stop().await;

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use protocol::frame::{
     Ack, Batch, DEFAULT_MAX_FRAME_LEN, ErrorFrame, Frame, Hello, LEVEL_CONSUMER, PROTOCOL_VERSION, Ping,
-    Ready, Reset, Role, Seek, StartPosition, TopicAnnounce, TopicStart, Welcome,
+    Ready, Reset, Role, Seek, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
@@ -74,8 +74,11 @@ pub enum Event {
     Reset(Reset),
     /// The full refresh of one topic is complete.
     Ready(Ready),
-    /// A topic matching `*` appeared after WELCOME.
+    /// A subscribed topic appeared after WELCOME (through `*`, or a named topic that did not exist yet).
     Topic(TopicAnnounce),
+    /// The answer to a SEEK: where delivery of the topic restarts. BATCH frames of that topic received
+    /// between the SEEK and this event were sent from the old position; drop them.
+    Position(TopicPosition),
     /// An ERROR frame. After a fatal one the broker closes the connection.
     Error(ErrorFrame),
 }
@@ -159,6 +162,7 @@ impl Consumer {
                 Frame::Reset(reset) => return Ok(Event::Reset(reset)),
                 Frame::Ready(ready) => return Ok(Event::Ready(ready)),
                 Frame::Topic(topic) => return Ok(Event::Topic(topic)),
+                Frame::Position(position) => return Ok(Event::Position(position)),
                 Frame::Error(error) => return Ok(Event::Error(error)),
                 Frame::Ping(ping) => self.send(&Frame::Pong(ping)).await?,
                 Frame::Pong(_) => {}
@@ -174,7 +178,7 @@ impl Consumer {
         self.send(&Frame::Ack(Ack { topic: topic.to_string(), next_offset })).await
     }
 
-    /// Moves delivery of `topic` to `start`.
+    /// Moves delivery of `topic` to `start`; the broker answers with [`Event::Position`].
     pub async fn seek(&mut self, topic: &str, start: StartPosition) -> Result<()> {
         self.send(&Frame::Seek(Seek { topic: topic.to_string(), start })).await
     }

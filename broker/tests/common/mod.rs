@@ -11,7 +11,7 @@ use std::time::Duration;
 use broker::config::Config;
 use broker::{Broker, Node};
 use client::{Consumer, ConsumerConfig, Event};
-use protocol::frame::{Batch, StartPosition, TopicStart, Welcome};
+use protocol::frame::{Batch, StartPosition, TopicPosition, TopicStart, Welcome};
 use protocol::{RecordIter, TopicUid};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -195,6 +195,21 @@ pub fn records_of(batch: &Batch) -> Vec<Seen> {
 /// The next event, bounded by [`WAIT`].
 pub async fn next_event(consumer: &mut Consumer) -> Event {
     tokio::time::timeout(WAIT, consumer.next_event()).await.expect("no event in time").unwrap()
+}
+
+/// Seeks and waits for the POSITION answer, dropping batches sent from the old position meanwhile.
+pub async fn seek(consumer: &mut Consumer, topic: &str, start: StartPosition) -> TopicPosition {
+    consumer.seek(topic, start).await.unwrap();
+    loop {
+        match next_event(consumer).await {
+            Event::Position(position) => {
+                assert_eq!(position.topic, topic);
+                return position;
+            }
+            Event::Batch(batch) => assert_eq!(batch.topic, topic),
+            other => panic!("expected POSITION, got {other:?}"),
+        }
+    }
 }
 
 /// Receives and acknowledges batches of `topic` until the consumer has every offset below `end`; returns
