@@ -1,3 +1,165 @@
-fn main() {
-    println!("consumer-app: not built yet");
+//! The consumer-app binary: reads the configuration, opens the local copy, and wires the handler queue,
+//! the broker sync loop and the REST API together until SIGINT or SIGTERM. Everything else is in the library.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use consumer_app::app::{AppState, SyncStatus};
+use consumer_app::config::{Command, Config, ConfigExit, HandlerKind, healthcheck};
+use consumer_app::copy::LocalCopy;
+use consumer_app::handler::{
+    Dispatcher, HandlerQueue, LogHandler, MessageHandler, StoreHandler, WebhookHandler,
+};
+use consumer_app::metrics::Metrics;
+use consumer_app::sync::{SyncLoop, SyncSettings};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+/// How long the handler may take to finish queued records at shutdown; what is left is handed to it
+/// again at the next start.
+const HANDLER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let config = match Config::from_args() {
+        Ok(config) => config,
+        Err(ConfigExit::Info(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(ConfigExit::Invalid(line)) => {
+            eprintln!("{line}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Healthcheck { addr }) = config.command {
+        return if healthcheck(config.listen, addr) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
+    init_tracing(config.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stdout().is_terminal()).init();
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let log_config = config.log_config();
+    let copy = tokio::task::spawn_blocking(move || LocalCopy::open(&data_dir, log_config))
+        .await?
+        .with_context(|| format!("cannot open the local copy in {}", config.data_dir.display()))?;
+    let copy = Arc::new(copy);
+    let metrics = Arc::new(Metrics::new());
+    let status = Arc::new(SyncStatus::default());
+
+    let handler: Arc<dyn MessageHandler> = match config.handler {
+        HandlerKind::Store => Arc::new(StoreHandler),
+        HandlerKind::Log => Arc::new(LogHandler),
+        HandlerKind::Webhook => {
+            let url = config.webhook_url.clone().unwrap_or_default();
+            Arc::new(WebhookHandler::new(url, Duration::from_millis(config.webhook_timeout_ms))?)
+        }
+    };
+    let handler_name = handler.name();
+    let handler_wants_records = handler.wants_records();
+    let dispatcher = Dispatcher::new(handler, config.retry_policy(), copy.db().clone(), metrics.clone());
+    let queue_capacity = usize::from(config.max_in_flight) * 2 + 16;
+    let (queue, handler_task) = HandlerQueue::start(dispatcher, copy.db().clone(), queue_capacity);
+
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let state = AppState {
+        copy: copy.clone(),
+        metrics: metrics.clone(),
+        status: status.clone(),
+        commands: commands_tx,
+        handler_name,
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listen = listener.local_addr()?;
+    tracing::info!(%listen, handler = handler_name, broker = %config.broker, "REST API listening");
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let http = tokio::spawn(consumer_app::http::serve(listener, state, stopped(shutdown_rx.clone())));
+    let settings = SyncSettings {
+        broker: config.broker.clone(),
+        client_id: config.consumer_id.clone(),
+        group: config.group().to_string(),
+        topics: config.topics.clone(),
+        token: config.token.clone(),
+        max_in_flight: config.max_in_flight,
+        heartbeat: Duration::from_millis(config.heartbeat_ms),
+        max_frame_len: config.max_frame_bytes,
+        reconnect_backoff: Duration::from_millis(config.reconnect_backoff_ms),
+        reconnect_max_backoff: Duration::from_millis(config.reconnect_max_backoff_ms),
+    };
+    let sync = SyncLoop { copy, queue, handler_wants_records, metrics, status, settings };
+    let sync = tokio::spawn(sync.run(commands_rx, stopped(shutdown_rx)));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    sync.await.context("the sync loop failed")?;
+    // The sync loop held the only sender, so the handler task ends once its queue is empty.
+    if tokio::time::timeout(HANDLER_DRAIN_TIMEOUT, handler_task).await.is_err() {
+        tracing::warn!("the handler did not finish in time; the rest is handed to it at the next start");
+    }
+    http.await.context("the REST server failed")?.context("the REST server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes when the shutdown flag is raised (or its sender is gone).
+async fn stopped(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stop| *stop).await;
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
 }

@@ -1,0 +1,402 @@
+//! The local copy: the segment logs (the `storage` engine, the same as the brokers') plus the key index in
+//! `app.sqlite`, kept consistent with each other, and the per-topic view that queries read.
+//!
+//! A [`TopicView`] pairs a log with the key generation that indexes it; queries take one view and read
+//! only through it, so they see one complete copy even while a refresh swaps in the next one. This module
+//! owns appends, repair at start and queries. Full refresh lives in `refresh.rs`; the network lives in
+//! `sync.rs`. Every method here blocks (call it from `spawn_blocking`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use protocol::{RecordIter, RecordView, TopicUid};
+use storage::{LogConfig, Store};
+
+use crate::db::{Db, db_path};
+use crate::error::Error;
+use crate::now_ms;
+
+/// The most records one read of the log returns while re-indexing or replaying.
+pub const READ_CHUNK_RECORDS: usize = 10_000;
+
+/// The most bytes one read of the log returns while re-indexing or replaying.
+pub const READ_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// How often a query retries when the log it read was swapped out under it by a refresh.
+const SWAP_RETRIES: usize = 4;
+
+/// The directory of the segment logs inside the data directory.
+pub fn store_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("log")
+}
+
+/// One topic's complete copy as queries see it: the log and the key generation that indexes it.
+#[derive(Debug, Clone)]
+pub struct TopicView {
+    /// Topic name.
+    pub name: Arc<str>,
+    /// The segment log.
+    pub log: Arc<storage::Log>,
+    /// The key index generation that describes `log`.
+    pub generation: u64,
+}
+
+/// What one append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AppendSummary {
+    /// Records newly stored.
+    pub n_appended: u64,
+    /// Records dropped because the copy already held their offsets.
+    pub n_duplicates: u64,
+    /// Bytes newly stored.
+    pub bytes_appended: u64,
+    /// Offset of the first newly stored record (equal to `next_offset` when nothing was stored).
+    pub first_new_offset: u64,
+    /// The copy's log end after the append.
+    pub next_offset: u64,
+}
+
+/// A page of records read from one view.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The view the records were read from.
+    pub view: TopicView,
+    /// The records, laid end to end.
+    pub records: Bytes,
+    /// Number of records.
+    pub n_records: usize,
+    /// The offset after the last record returned.
+    pub next_offset: u64,
+}
+
+/// The local copy of every topic.
+#[derive(Debug)]
+pub struct LocalCopy {
+    /// The segment logs.
+    pub(crate) store: Store,
+    /// `app.sqlite`.
+    pub(crate) db: Arc<Db>,
+    /// The live view of each topic, swapped whole by a refresh.
+    pub(crate) views: RwLock<BTreeMap<String, TopicView>>,
+}
+
+impl LocalCopy {
+    /// Opens the copy in `data_dir` and repairs what an unclean stop left: the storage engine drops any
+    /// partial replacement and torn tail, `app.sqlite` drops shadow keys, and the key index is brought up to
+    /// each log's end (or rebuilt when the log is not the copy the index describes).
+    pub fn open(data_dir: &Path, log_config: LogConfig) -> Result<LocalCopy, Error> {
+        std::fs::create_dir_all(data_dir).map_err(|source| Error::Io {
+            context: format!("cannot create the data directory {}", data_dir.display()),
+            source,
+        })?;
+        let store = Store::open(store_dir(data_dir), log_config).map_err(|source| Error::Storage {
+            context: "opening the store",
+            topic: String::new(),
+            source: Box::new(source),
+        })?;
+        let db = Arc::new(Db::open(&db_path(data_dir))?);
+        let interrupted: HashSet<String> = db.recover(now_ms())?.into_iter().collect();
+        let rows: HashMap<String, crate::db::TopicRow> =
+            db.topics()?.into_iter().map(|row| (row.topic.clone(), row)).collect();
+        let mut views = BTreeMap::new();
+        for log in store.topics() {
+            let name = log.name().to_string();
+            let row = rows.get(&name);
+            let generation = repair_index(&db, &log, row, interrupted.contains(&name))?;
+            views.insert(name.clone(), TopicView { name: Arc::from(name.as_str()), log, generation });
+        }
+        for name in rows.keys().filter(|name| !views.contains_key(*name)) {
+            tracing::info!(topic = %name, "forgetting the index of a topic with no local log");
+            db.forget_topic(name)?;
+        }
+        Ok(LocalCopy { store, db, views: RwLock::new(views) })
+    }
+
+    /// The database, for the parts that keep their own rows (dead letters, refresh requests).
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    /// The live view of `topic`.
+    pub fn view(&self, topic: &str) -> Option<TopicView> {
+        self.views.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(topic).cloned()
+    }
+
+    /// Every live view, by topic name.
+    pub fn views(&self) -> Vec<TopicView> {
+        self.views.read().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect()
+    }
+
+    /// Appends a batch from the broker to the live copy of `topic` (created on first use with `uid`),
+    /// then indexes the new records' keys and moves the position in one SQLite transaction. The batch's
+    /// records are checked and stored verbatim; records the copy already holds are dropped by offset.
+    /// `on_record` sees every newly stored record, after it is durable.
+    pub fn append(
+        &self,
+        topic: &str,
+        uid: TopicUid,
+        records: &[u8],
+        on_record: impl FnMut(&RecordView<'_>),
+    ) -> Result<AppendSummary, Error> {
+        let view = match self.view(topic) {
+            Some(view) => view,
+            None => self.create_topic(topic, uid, first_offset(topic, records)?)?,
+        };
+        if view.log.uid() != uid {
+            return Err(Error::Unexpected {
+                topic: topic.to_string(),
+                what: format!("records of uid {uid} while the local copy has uid {}", view.log.uid()),
+            });
+        }
+        append_and_index(&self.db, &view.log, topic, view.generation, records, true, on_record)
+    }
+
+    /// Reads up to `max_records` records of `topic` from `from`, from one consistent view. An offset below
+    /// the copy's start reads from the start.
+    pub fn read_page(
+        &self,
+        topic: &str,
+        from: Option<u64>,
+        max_records: usize,
+    ) -> Result<Option<Page>, Error> {
+        self.with_current_view(topic, |view| {
+            let from = from.unwrap_or(0).max(view.log.log_start());
+            let end = view.log.readable_offset();
+            if from >= end {
+                return Ok(Page {
+                    view: view.clone(),
+                    records: Bytes::new(),
+                    n_records: 0,
+                    next_offset: from,
+                });
+            }
+            let chunk = view.log.read(from, max_records, READ_CHUNK_BYTES)?;
+            Ok(Page {
+                view: view.clone(),
+                records: chunk.records,
+                n_records: chunk.n_records as usize,
+                next_offset: chunk.next_offset,
+            })
+        })
+    }
+
+    /// The record of `topic` at `offset`, if the copy holds it.
+    pub fn record_at(&self, topic: &str, offset: u64) -> Result<Option<Option<Bytes>>, Error> {
+        self.with_current_view(topic, |view| read_one(&view.log, offset))
+    }
+
+    /// The latest record of `topic` with `key`: `Ok(None)` for an unknown topic, `Ok(Some(None))` for a key
+    /// the copy does not hold or that a tombstone deleted.
+    pub fn latest_by_key(&self, topic: &str, key: &[u8]) -> Result<Option<Option<Bytes>>, Error> {
+        self.with_current_view(topic, |view| {
+            let Some(offset) = self.db.key_offset(topic, view.generation, key).map_err(ViewError::Other)?
+            else {
+                return Ok(None);
+            };
+            let record = read_one(&view.log, offset)?;
+            Ok(record.filter(|bytes| {
+                RecordView::decode(bytes).ok().flatten().is_some_and(|(view, _)| !view.is_tombstone())
+            }))
+        })
+    }
+
+    /// Runs a read against the live view of `topic`, taking the view again if a refresh swapped it out
+    /// in the middle (the old log then answers "closed"). `Ok(None)` means the topic is unknown.
+    fn with_current_view<T>(
+        &self,
+        topic: &str,
+        read: impl Fn(&TopicView) -> Result<T, ViewError>,
+    ) -> Result<Option<T>, Error> {
+        let mut attempt = 0;
+        loop {
+            let Some(view) = self.view(topic) else {
+                return Ok(None);
+            };
+            match read(&view) {
+                Ok(value) => return Ok(Some(value)),
+                Err(ViewError::Storage(source))
+                    if matches!(*source, storage::Error::Closed { .. }) && attempt < SWAP_RETRIES =>
+                {
+                    attempt += 1
+                }
+                Err(ViewError::Storage(source)) => {
+                    return Err(Error::Storage {
+                        context: "reading the local copy",
+                        topic: topic.to_string(),
+                        source,
+                    });
+                }
+                Err(ViewError::Other(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// Creates an empty live copy of `topic` whose first record will have `first_offset`.
+    fn create_topic(&self, topic: &str, uid: TopicUid, first_offset: u64) -> Result<TopicView, Error> {
+        let log = self.store.create_topic(topic, uid, first_offset).map_err(|source| Error::Storage {
+            context: "creating a topic",
+            topic: topic.to_string(),
+            source: Box::new(source),
+        })?;
+        let row = self.db.create_topic(topic, uid, first_offset)?;
+        let view = TopicView { name: Arc::from(topic), log, generation: row.generation };
+        self.views
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(topic.to_string(), view.clone());
+        tracing::info!(topic, %uid, first_offset, "created the local copy of a topic");
+        Ok(view)
+    }
+}
+
+/// An error inside a view read: storage errors are kept apart so a swapped-out log can be retried.
+#[derive(Debug)]
+enum ViewError {
+    /// The log refused the read.
+    Storage(Box<storage::Error>),
+    /// Anything else.
+    Other(Error),
+}
+
+impl From<storage::Error> for ViewError {
+    fn from(error: storage::Error) -> Self {
+        ViewError::Storage(Box::new(error))
+    }
+}
+
+/// Reads the single record at `offset`, or `None` if the log does not hold it.
+fn read_one(log: &storage::Log, offset: u64) -> Result<Option<Bytes>, ViewError> {
+    if offset < log.log_start() || offset >= log.readable_offset() {
+        return Ok(None);
+    }
+    let chunk = log.read(offset, 1, protocol::record::MAX_RECORD_LEN)?;
+    Ok((chunk.n_records > 0 && chunk.first_offset == offset).then_some(chunk.records))
+}
+
+/// The offset of the first record of a batch, which a new topic's log starts at.
+fn first_offset(topic: &str, records: &[u8]) -> Result<u64, Error> {
+    match RecordIter::new(records).next() {
+        Some(Ok(view)) => Ok(view.offset()),
+        Some(Err(source)) => Err(Error::Records { topic: topic.to_string(), source }),
+        None => Err(Error::Records { topic: topic.to_string(), source: protocol::WireError::EmptyBatch }),
+    }
+}
+
+/// Appends `records` to `log` and writes the keys of the newly stored ones into `generation`; for the live
+/// copy (`live`) the topic's index position moves in the same transaction.
+pub(crate) fn append_and_index(
+    db: &Db,
+    log: &storage::Log,
+    topic: &str,
+    generation: u64,
+    records: &[u8],
+    live: bool,
+    mut on_record: impl FnMut(&RecordView<'_>),
+) -> Result<AppendSummary, Error> {
+    let outcome = log.append_records(records).map_err(|source| Error::Storage {
+        context: "appending records",
+        topic: topic.to_string(),
+        source: Box::new(source),
+    })?;
+    let first_new_offset = outcome.next_offset - outcome.n_appended;
+    let summary = AppendSummary {
+        n_appended: outcome.n_appended,
+        n_duplicates: outcome.n_duplicates,
+        bytes_appended: 0,
+        first_new_offset,
+        next_offset: outcome.next_offset,
+    };
+    if outcome.n_appended == 0 {
+        return Ok(summary);
+    }
+    let (keys, bytes_appended) = collect_keys(topic, records, first_new_offset, &mut on_record)?;
+    db.index_records(topic, generation, keys, live.then_some(outcome.next_offset))?;
+    Ok(AppendSummary { bytes_appended, ..summary })
+}
+
+/// The latest offset of each key among the records at or above `from_offset`, and their byte count.
+/// Keeping only the latest per key spares SQLite one write per record when keys repeat in a batch.
+fn collect_keys<'r>(
+    topic: &str,
+    records: &'r [u8],
+    from_offset: u64,
+    on_record: &mut impl FnMut(&RecordView<'_>),
+) -> Result<(HashMap<&'r [u8], u64>, u64), Error> {
+    let mut keys = HashMap::new();
+    let mut bytes = 0;
+    for view in RecordIter::new(records) {
+        let view = view.map_err(|source| Error::Records { topic: topic.to_string(), source })?;
+        if view.offset() < from_offset {
+            continue;
+        }
+        bytes += view.as_bytes().len() as u64;
+        on_record(&view);
+        keys.insert(view.key(), view.offset());
+    }
+    Ok((keys, bytes))
+}
+
+/// Brings the key index of one log up to date at start and returns the live generation.
+///
+/// The log is the truth: if the index describes another copy (another uid, an interrupted refresh that may
+/// have swapped the log, positions past the log end), a new generation is built from the whole log and
+/// switched in; otherwise only the records after `indexed_to` are indexed.
+fn repair_index(
+    db: &Db,
+    log: &Arc<storage::Log>,
+    row: Option<&crate::db::TopicRow>,
+    refresh_interrupted: bool,
+) -> Result<u64, Error> {
+    let name = log.name();
+    let (start, end) = (log.log_start(), log.next_offset());
+    let same_copy = row.filter(|row| row.uid == log.uid() && !refresh_interrupted && row.indexed_to <= end);
+    if let Some(row) = same_copy {
+        if row.indexed_to < end {
+            tracing::info!(
+                topic = name,
+                from = row.indexed_to,
+                to = end,
+                "indexing records stored before a stop"
+            );
+            index_range(db, log, row.generation, row.indexed_to.max(start), end, true)?;
+        }
+        return Ok(row.generation);
+    }
+    tracing::info!(topic = name, uid = %log.uid(), from = start, to = end, "rebuilding the key index");
+    let generation = db.begin_reindex(name)?;
+    index_range(db, log, generation, start, end, false)?;
+    // Handlers resume where they were for the same history; a different history starts them at its start.
+    let handled_to = match row {
+        Some(row) if row.uid == log.uid() => row.handled_to.clamp(start, end),
+        _ => start,
+    };
+    db.switch_generation(name, log.uid(), generation, end, handled_to, None, now_ms())?;
+    Ok(generation)
+}
+
+/// Indexes the keys of `log`'s records in `[from, to)` into `generation`, in chunks.
+fn index_range(
+    db: &Db,
+    log: &storage::Log,
+    generation: u64,
+    from: u64,
+    to: u64,
+    live: bool,
+) -> Result<(), Error> {
+    let name = log.name();
+    let mut next = from;
+    while next < to {
+        let chunk = log.read(next, READ_CHUNK_RECORDS, READ_CHUNK_BYTES).map_err(|source| {
+            Error::Storage { context: "re-indexing", topic: name.to_string(), source: Box::new(source) }
+        })?;
+        if chunk.n_records == 0 {
+            break;
+        }
+        let (keys, _) = collect_keys(name, &chunk.records, next, &mut |_| {})?;
+        db.index_records(name, generation, keys, live.then_some(chunk.next_offset))?;
+        next = chunk.next_offset;
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Query endpoints: the topics held, records by offset range with a cursor, one record by offset, and the
+//! latest record by key. Records are shown as `protocol::json::RecordJson`. Reads run on the blocking pool
+//! and go through one topic view each, so a page never mixes two copies.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use bytes::Bytes;
+use protocol::json::RecordJson;
+use protocol::{RecordIter, RecordView};
+use serde::Serialize;
+
+use super::{ApiError, parse_limit, parse_u64, query_map};
+use crate::app::AppState;
+use crate::error::Error;
+
+/// One topic in `GET /api/v1/topics`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicSummary {
+    /// Topic name.
+    pub topic: String,
+    /// Uid of the local copy.
+    pub uid: String,
+    /// Offset of the first record held.
+    pub first_offset: u64,
+    /// Offset the next record will have: the copy holds everything below it.
+    pub next_offset: u64,
+    /// Number of records held.
+    pub records: u64,
+    /// Whether a full refresh is being received (queries still answer from this copy).
+    pub refreshing: bool,
+}
+
+/// A page of `GET /api/v1/topics/{topic}/messages`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessagePage {
+    /// Topic name.
+    pub topic: String,
+    /// Uid of the copy the page was read from.
+    pub uid: String,
+    /// The records, in offset order.
+    pub messages: Vec<RecordJson>,
+    /// The `from` of the next page, or `None` when the page reaches the end of the copy.
+    pub next: Option<u64>,
+}
+
+/// `GET /api/v1/topics`.
+pub async fn list_topics(State(state): State<AppState>) -> Json<Vec<TopicSummary>> {
+    let topics = state
+        .copy
+        .views()
+        .into_iter()
+        .map(|view| {
+            let (first_offset, next_offset) = (view.log.log_start(), view.log.next_offset());
+            TopicSummary {
+                topic: view.name.to_string(),
+                uid: view.log.uid().to_string(),
+                first_offset,
+                next_offset,
+                records: next_offset - first_offset,
+                refreshing: state.status.is_refreshing(&view.name),
+            }
+        })
+        .collect();
+    Json(topics)
+}
+
+/// `GET /api/v1/topics/{topic}/messages?from=&limit=`.
+pub async fn list_messages(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let Path(topic) = path.map_err(|rejection| ApiError::bad_request("bad_path", rejection.body_text()))?;
+    let params = query_map(query)?;
+    let from = parse_u64(&params, "from")?;
+    let limit = parse_limit(&params)?;
+    let copy = state.copy.clone();
+    let name = topic.clone();
+    let page = tokio::task::spawn_blocking(move || copy.read_page(&name, from, limit))
+        .await??
+        .ok_or_else(|| ApiError::unknown_topic(&topic))?;
+    let end = page.view.log.readable_offset();
+    if let Some(from) = from
+        && from > end
+    {
+        return Err(ApiError::bad_request(
+            "bad_offset",
+            format!("from={from} is beyond the end of the copy ({end})"),
+        ));
+    }
+    let messages = to_json(&topic, &page.records)?;
+    let next = (page.next_offset < end).then_some(page.next_offset);
+    Ok(Json(MessagePage { topic, uid: page.view.log.uid().to_string(), messages, next }))
+}
+
+/// `GET /api/v1/topics/{topic}/messages/{offset}`.
+pub async fn get_message(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<RecordJson>, ApiError> {
+    let Path((topic, offset_text)) =
+        path.map_err(|rejection| ApiError::bad_request("bad_path", rejection.body_text()))?;
+    let offset = offset_text.parse::<u64>().map_err(|_| {
+        ApiError::bad_request("bad_offset", format!("offset {offset_text:?} is not an unsigned integer"))
+    })?;
+    let copy = state.copy.clone();
+    let name = topic.clone();
+    let record = tokio::task::spawn_blocking(move || copy.record_at(&name, offset))
+        .await??
+        .ok_or_else(|| ApiError::unknown_topic(&topic))?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "no_such_offset",
+                format!("topic {topic:?} holds no record at offset {offset}"),
+            )
+        })?;
+    Ok(Json(one_json(&topic, &record)?))
+}
+
+/// `GET /api/v1/topics/{topic}/keys/{key}`: the latest record with the key; 404 if there is none or the
+/// latest is a tombstone.
+pub async fn get_by_key(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<RecordJson>, ApiError> {
+    let Path((topic, key)) =
+        path.map_err(|rejection| ApiError::bad_request("bad_path", rejection.body_text()))?;
+    let copy = state.copy.clone();
+    let (name, key_bytes) = (topic.clone(), key.clone().into_bytes());
+    let record = tokio::task::spawn_blocking(move || copy.latest_by_key(&name, &key_bytes))
+        .await??
+        .ok_or_else(|| ApiError::unknown_topic(&topic))?
+        .ok_or_else(|| {
+            ApiError::not_found("unknown_key", format!("topic {topic:?} has no live record with key {key:?}"))
+        })?;
+    Ok(Json(one_json(&topic, &record)?))
+}
+
+/// The JSON form of every record in `records`.
+fn to_json(topic: &str, records: &Bytes) -> Result<Vec<RecordJson>, ApiError> {
+    RecordIter::new(records)
+        .map(|view| view.and_then(|view| RecordJson::from_view(&view)))
+        .collect::<Result<_, _>>()
+        .map_err(|source| ApiError::Internal(Error::Records { topic: topic.to_string(), source }))
+}
+
+/// The JSON form of the single record in `record`.
+fn one_json(topic: &str, record: &Bytes) -> Result<RecordJson, ApiError> {
+    let decoded = RecordView::decode(record).and_then(|decoded| match decoded {
+        Some((view, _)) => RecordJson::from_view(&view),
+        None => Err(protocol::WireError::TruncatedBatch { remaining: record.len() }),
+    });
+    decoded.map_err(|source| ApiError::Internal(Error::Records { topic: topic.to_string(), source }))
+}

@@ -1,0 +1,551 @@
+//! The broker client loop: connect with a HELLO that resumes every topic from the local copy's own end,
+//! then for each event: a BATCH is appended to the copy (durable, keys indexed), queued for the handler and
+//! acknowledged once handled; RESET ... READY builds a new copy beside the old one and swaps it in.
+//! Connection failures are retried with exponential backoff and jitter.
+//!
+//! This module owns the conversation with the broker; the copy (`copy.rs`, `refresh.rs`) owns the bytes
+//! and `app.sqlite`, and the handler queue (`handler/queue.rs`) owns the handler's pace.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use client::{Consumer, ConsumerConfig, Event};
+use protocol::frame::{Batch, ErrorFrame, Ready, Reset, StartPosition, TopicStart, Welcome};
+use protocol::{ALL_TOPICS, RecordView, TopicUid};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::app::SyncStatus;
+use crate::copy::{AppendSummary, LocalCopy, READ_CHUNK_BYTES, READ_CHUNK_RECORDS};
+use crate::error::Error;
+use crate::handler::{HandlerItem, HandlerQueue};
+use crate::metrics::{Metrics, TopicLabel};
+use crate::now_ms;
+use crate::refresh::Refresh;
+
+/// What the REST API can ask of the sync loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncCommand {
+    /// Ask the broker for a full refresh of these topics (already recorded as pending in `app.sqlite`).
+    Refresh(Vec<String>),
+}
+
+/// How to reach the broker and what to ask it for.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// The broker's TCP consumer address.
+    pub broker: String,
+    /// This consumer's id.
+    pub client_id: String,
+    /// The consumer group.
+    pub group: String,
+    /// Configured topics; `*` for every topic.
+    pub topics: Vec<String>,
+    /// Token the broker requires, or empty.
+    pub token: String,
+    /// Unacknowledged batches the broker may push ahead.
+    pub max_in_flight: u16,
+    /// Heartbeat interval before the broker's WELCOME names its own.
+    pub heartbeat: Duration,
+    /// Largest frame accepted.
+    pub max_frame_len: usize,
+    /// First wait before reconnecting.
+    pub reconnect_backoff: Duration,
+    /// Longest wait before reconnecting.
+    pub reconnect_max_backoff: Duration,
+}
+
+/// The sync loop and what it works with.
+#[derive(Debug)]
+pub struct SyncLoop {
+    /// The local copy.
+    pub copy: Arc<LocalCopy>,
+    /// The handler queue.
+    pub queue: HandlerQueue,
+    /// Whether the handler wants records (if not, batches are acknowledged at once).
+    pub handler_wants_records: bool,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The status REST reads.
+    pub status: Arc<SyncStatus>,
+    /// Connection settings.
+    pub settings: SyncSettings,
+}
+
+/// Why a session ended without an error.
+enum SessionEnd {
+    /// Shutdown was asked for.
+    Shutdown,
+}
+
+impl SyncLoop {
+    /// Runs until `shutdown` completes: replays records the handler has not seen, then connects, streams,
+    /// and reconnects after any failure.
+    pub async fn run(self, mut commands: mpsc::Receiver<SyncCommand>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        if self.handler_wants_records {
+            tokio::select! {
+                () = &mut shutdown => return,
+                replayed = replay_unhandled(&self.copy, &self.queue) => {
+                    if let Err(error) = replayed {
+                        tracing::error!(%error, "cannot hand stored records to the handler");
+                    }
+                }
+            }
+        }
+        let mut backoff = self.settings.reconnect_backoff;
+        let mut epoch = 0u64;
+        loop {
+            // Requests that came while disconnected are already pending in app.sqlite; HELLO asks for them.
+            while commands.try_recv().is_ok() {}
+            let connected = match self.hello_topics().await {
+                Ok(topics) => {
+                    let config = ConsumerConfig {
+                        client_id: self.settings.client_id.clone(),
+                        group: self.settings.group.clone(),
+                        topics,
+                        token: self.settings.token.clone(),
+                        max_in_flight: self.settings.max_in_flight,
+                        heartbeat: self.settings.heartbeat,
+                        max_frame_len: self.settings.max_frame_len,
+                    };
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        connected = Consumer::connect(self.settings.broker.as_str(), config) => {
+                            connected.map_err(Error::from)
+                        }
+                    }
+                }
+                Err(error) => Err(error),
+            };
+            match connected {
+                Ok((consumer, welcome)) => {
+                    epoch += 1;
+                    self.metrics.broker_connects.inc();
+                    self.metrics.broker_connected.set(1);
+                    self.status.set_connected(&welcome.node_id);
+                    tracing::info!(broker = %self.settings.broker, node = %welcome.node_id, n_topics = welcome.topics.len(), "connected");
+                    let mut session = Session::new(&self, consumer, epoch);
+                    let started = Instant::now();
+                    let ended = session.run(welcome, &mut commands, &mut shutdown).await;
+                    let made_progress =
+                        session.n_events > 0 || started.elapsed() > self.settings.reconnect_max_backoff;
+                    session.abandon_refreshes().await;
+                    self.metrics.broker_connected.set(0);
+                    match ended {
+                        Ok(SessionEnd::Shutdown) => {
+                            self.status.set_disconnected(None);
+                            tracing::info!("broker connection closed for shutdown");
+                            return;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, cause = ?std::error::Error::source(&error), "broker connection lost");
+                            self.status.set_disconnected(Some(error.to_string()));
+                        }
+                    }
+                    if made_progress {
+                        backoff = self.settings.reconnect_backoff;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(broker = %self.settings.broker, %error, "cannot connect to the broker");
+                    self.status.set_disconnected(Some(error.to_string()));
+                }
+            }
+            let wait = jitter(backoff);
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            backoff = (backoff * 2).min(self.settings.reconnect_max_backoff);
+        }
+    }
+
+    /// The HELLO subscription: every topic held locally resumes from its own end with its uid (or asks for
+    /// a full refresh if one is pending); configured topics not held yet start at the earliest record.
+    async fn hello_topics(&self) -> Result<Vec<TopicStart>, Error> {
+        let db = self.copy.db().clone();
+        let pending: HashSet<String> =
+            tokio::task::spawn_blocking(move || db.pending_refreshes()).await??.into_iter().collect();
+        let all = self.settings.topics.iter().any(|topic| topic == ALL_TOPICS);
+        let mut starts = Vec::new();
+        let mut held = HashSet::new();
+        for view in self.copy.views() {
+            if !all && !self.settings.topics.iter().any(|topic| **topic == *view.name) {
+                continue;
+            }
+            held.insert(view.name.to_string());
+            let start = if pending.contains(&*view.name) {
+                StartPosition::FullRefresh
+            } else {
+                StartPosition::Offset(view.log.next_offset())
+            };
+            starts.push(TopicStart { topic: view.name.to_string(), uid: view.log.uid(), start });
+        }
+        for topic in &self.settings.topics {
+            if topic != ALL_TOPICS && !held.contains(topic) {
+                let start = if pending.contains(topic) {
+                    StartPosition::FullRefresh
+                } else {
+                    StartPosition::Earliest
+                };
+                starts.push(TopicStart { topic: topic.clone(), uid: TopicUid::UNKNOWN, start });
+            }
+        }
+        if all {
+            starts.push(TopicStart {
+                topic: ALL_TOPICS.to_string(),
+                uid: TopicUid::UNKNOWN,
+                start: StartPosition::Earliest,
+            });
+        }
+        Ok(starts)
+    }
+}
+
+/// One broker connection.
+struct Session<'s> {
+    /// The loop's parts.
+    sync: &'s SyncLoop,
+    /// The connection.
+    consumer: Consumer,
+    /// Tags this connection's handler items, so acks never cross connections.
+    epoch: u64,
+    /// The broker's uid of each topic, from WELCOME, TOPIC and RESET.
+    uids: HashMap<String, TopicUid>,
+    /// Refreshes in progress.
+    refreshes: HashMap<String, Refresh>,
+    /// Events handled on this connection.
+    n_events: u64,
+}
+
+impl<'s> Session<'s> {
+    fn new(sync: &'s SyncLoop, consumer: Consumer, epoch: u64) -> Self {
+        Session { sync, consumer, epoch, uids: HashMap::new(), refreshes: HashMap::new(), n_events: 0 }
+    }
+
+    async fn run(
+        &mut self,
+        welcome: Welcome,
+        commands: &mut mpsc::Receiver<SyncCommand>,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<SessionEnd, Error> {
+        for position in &welcome.topics {
+            self.uids.insert(position.topic.clone(), position.uid);
+            self.sync.status.set_broker_end(&position.topic, position.end_offset);
+            self.update_lag(&position.topic, None);
+        }
+        self.check_caught_up();
+        let mut commands_open = true;
+        loop {
+            for (topic, next_offset) in self.sync.queue.take_done(self.epoch) {
+                self.consumer.ack(&topic, next_offset).await?;
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.as_mut() => return Ok(SessionEnd::Shutdown),
+                command = commands.recv(), if commands_open => match command {
+                    Some(SyncCommand::Refresh(topics)) => {
+                        for topic in topics {
+                            tracing::info!(topic, "asking the broker for a full refresh");
+                            self.consumer.seek(&topic, StartPosition::FullRefresh).await?;
+                        }
+                    }
+                    None => commands_open = false,
+                },
+                () = self.sync.queue.changed() => {}
+                event = self.consumer.next_event() => {
+                    self.n_events += 1;
+                    self.on_event(event?).await?;
+                }
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) -> Result<(), Error> {
+        match event {
+            Event::Batch(batch) => self.on_batch(batch).await,
+            Event::Reset(reset) => self.on_reset(reset).await,
+            Event::Ready(ready) => self.on_ready(ready).await,
+            Event::Topic(announce) => {
+                tracing::info!(topic = %announce.topic, uid = %announce.uid, "broker announced a topic");
+                self.uids.insert(announce.topic.clone(), announce.uid);
+                self.sync.status.set_broker_end(&announce.topic, announce.end_offset);
+                Ok(())
+            }
+            // Batches sent from the old position before this answer are still records of the same
+            // history continuing the live copy, so they were kept (offsets make them exact); only a
+            // SEEK FULL_REFRESH is ever sent, and its RESET follows.
+            Event::Position(position) => {
+                self.uids.insert(position.topic.clone(), position.uid);
+                self.sync.status.set_broker_end(&position.topic, position.end_offset);
+                Ok(())
+            }
+            Event::Error(error) => self.on_error(error),
+        }
+    }
+
+    fn on_error(&mut self, error: ErrorFrame) -> Result<(), Error> {
+        if error.fatal {
+            return Err(Error::Unexpected {
+                topic: String::new(),
+                what: format!("a fatal error {:?}: {}", error.code, error.message),
+            });
+        }
+        tracing::warn!(code = ?error.code, message = %error.message, "broker reported an error");
+        Ok(())
+    }
+
+    async fn on_batch(&mut self, batch: Batch) -> Result<(), Error> {
+        let Batch { topic, end_offset, records, .. } = batch;
+        self.sync.status.set_broker_end(&topic, end_offset);
+        let copy = self.sync.copy.clone();
+        let (summary, handler_from, ack_to, handled_to) =
+            if let Some(mut refresh) = self.refreshes.remove(&topic) {
+                let bytes = records.clone();
+                let (refresh, appended) = tokio::task::spawn_blocking(move || {
+                    let appended = copy.append_refresh(&mut refresh, &bytes, |_| {});
+                    (refresh, appended)
+                })
+                .await?;
+                let summary = appended?;
+                let next = self.sync.copy.refresh_next_offset(&refresh);
+                let handler_from = refresh.handler_from.max(summary.first_new_offset);
+                self.sync.status.refresh_progress(&topic, refresh.n_records());
+                self.refreshes.insert(topic.clone(), refresh);
+                (summary, handler_from, next, None)
+            } else {
+                let Some(uid) = self.uid_of(&topic) else {
+                    return Err(Error::Unexpected {
+                        topic,
+                        what: "records for a topic it never announced".into(),
+                    });
+                };
+                let metrics = self.sync.metrics.clone();
+                let (name, bytes) = (topic.clone(), records.clone());
+                let appended = tokio::task::spawn_blocking(move || {
+                    let mut now_s = None;
+                    copy.append(&name, uid, &bytes, |view: &RecordView<'_>| {
+                        let now = *now_s.get_or_insert_with(|| now_ms() as f64 / 1000.0);
+                        let latency = (now - view.timestamp_ms() as f64 / 1000.0).max(0.0);
+                        metrics.end_to_end_latency.observe(latency);
+                    })
+                })
+                .await?;
+                let summary = match appended {
+                    Ok(summary) => summary,
+                    Err(error) => return Err(self.refresh_after_bad_batch(&topic, error).await),
+                };
+                self.update_lag(&topic, Some(summary.next_offset));
+                (summary, summary.first_new_offset, summary.next_offset, Some(summary.next_offset))
+            };
+        self.count(&topic, &summary);
+        if self.sync.handler_wants_records {
+            let item = HandlerItem {
+                epoch: self.epoch,
+                topic: Arc::from(topic.as_str()),
+                records,
+                from_offset: handler_from,
+                ack_to,
+                handled_to,
+            };
+            self.sync.queue.push(item).await?;
+        } else {
+            self.consumer.ack(&topic, ack_to).await?;
+        }
+        self.check_caught_up();
+        Ok(())
+    }
+
+    /// A batch the copy cannot take (a gap, another uid) means this copy and the broker disagree: the
+    /// topic is marked for a full refresh and the connection is dropped, so the next HELLO asks for one.
+    async fn refresh_after_bad_batch(&self, topic: &str, error: Error) -> Error {
+        let refusable = match &error {
+            Error::Unexpected { .. } => true,
+            Error::Storage { source, .. } => matches!(**source, storage::Error::OffsetGap { .. }),
+            _ => false,
+        };
+        if refusable {
+            tracing::warn!(topic, %error, "the broker's records do not continue the local copy; asking for a full refresh");
+            let db = self.sync.copy.db().clone();
+            let topics = vec![topic.to_string()];
+            match tokio::task::spawn_blocking(move || db.request_refresh(&topics, now_ms())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(db_error)) => return db_error,
+                Err(join) => return Error::Join(join),
+            }
+        }
+        error
+    }
+
+    async fn on_reset(&mut self, reset: Reset) -> Result<(), Error> {
+        let Reset { topic, uid, log_start, end_offset } = reset;
+        if let Some(previous) = self.refreshes.remove(&topic) {
+            self.abandon(previous).await?;
+        }
+        // The handler's position becomes the new copy's starting point, so let it finish first.
+        self.drain_handler().await?;
+        self.uids.insert(topic.clone(), uid);
+        self.sync.status.set_broker_end(&topic, end_offset);
+        let copy = self.sync.copy.clone();
+        let name = topic.clone();
+        let refresh =
+            tokio::task::spawn_blocking(move || copy.begin_refresh(&name, uid, log_start)).await??;
+        self.sync.status.refresh_started(&topic, uid, end_offset);
+        self.refreshes.insert(topic, refresh);
+        Ok(())
+    }
+
+    async fn on_ready(&mut self, ready: Ready) -> Result<(), Error> {
+        let Ready { topic, uid, end_offset } = ready;
+        self.sync.status.set_broker_end(&topic, end_offset);
+        let Some(refresh) = self.refreshes.remove(&topic) else {
+            tracing::debug!(topic, "READY without a refresh in progress");
+            self.sync.status.set_ready();
+            return Ok(());
+        };
+        if refresh.uid() != uid {
+            self.abandon(refresh).await?;
+            return Err(Error::Unexpected {
+                topic,
+                what: format!("READY for uid {uid} during a refresh of another uid"),
+            });
+        }
+        let copy = self.sync.copy.clone();
+        let view = tokio::task::spawn_blocking(move || copy.commit_refresh(refresh)).await??;
+        self.sync.status.refresh_ended(&topic);
+        self.sync.metrics.refreshes.get_or_create(&TopicLabel::new(&topic)).inc();
+        let next_offset = view.log.next_offset();
+        self.update_lag(&topic, Some(next_offset));
+        self.sync.status.set_ready();
+        if !self.sync.handler_wants_records {
+            self.consumer.ack(&topic, next_offset).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the handler has finished every queued batch, acknowledging as it goes.
+    async fn drain_handler(&mut self) -> Result<(), Error> {
+        while self.sync.queue.outstanding() > 0 {
+            for (topic, next_offset) in self.sync.queue.take_done(self.epoch) {
+                self.consumer.ack(&topic, next_offset).await?;
+            }
+            if self.sync.queue.outstanding() == 0 {
+                break;
+            }
+            // A bounded wait: the notification may have come before this call, so look again regularly.
+            let _ = tokio::time::timeout(Duration::from_millis(50), self.sync.queue.changed()).await;
+        }
+        for (topic, next_offset) in self.sync.queue.take_done(self.epoch) {
+            self.consumer.ack(&topic, next_offset).await?;
+        }
+        Ok(())
+    }
+
+    async fn abandon(&self, refresh: Refresh) -> Result<(), Error> {
+        let topic = refresh.topic().to_string();
+        let copy = self.sync.copy.clone();
+        tokio::task::spawn_blocking(move || copy.abandon_refresh(refresh)).await??;
+        self.sync.status.refresh_ended(&topic);
+        Ok(())
+    }
+
+    /// Gives up every refresh in progress when the connection ends.
+    async fn abandon_refreshes(&mut self) {
+        for (topic, refresh) in self.refreshes.drain().collect::<Vec<_>>() {
+            if let Err(error) = self.abandon(refresh).await {
+                tracing::error!(topic, %error, "cannot abandon a refresh");
+            }
+        }
+    }
+
+    /// The uid records of `topic` belong to: the broker's, or failing that the local copy's.
+    fn uid_of(&self, topic: &str) -> Option<TopicUid> {
+        self.uids.get(topic).copied().or_else(|| self.sync.copy.view(topic).map(|view| view.log.uid()))
+    }
+
+    fn count(&self, topic: &str, summary: &AppendSummary) {
+        let label = TopicLabel::new(topic);
+        let metrics = &self.sync.metrics;
+        metrics.records_received.get_or_create(&label).inc_by(summary.n_appended);
+        metrics.bytes_received.get_or_create(&label).inc_by(summary.bytes_appended);
+        if summary.n_duplicates > 0 {
+            metrics.duplicates_dropped.get_or_create(&label).inc_by(summary.n_duplicates);
+        }
+    }
+
+    /// Sets the lag gauge of `topic` from the broker's end and the copy's end (`next_offset`, or the live
+    /// log's end when not given).
+    fn update_lag(&self, topic: &str, next_offset: Option<u64>) {
+        let next = next_offset.or_else(|| self.sync.copy.view(topic).map(|view| view.log.next_offset()));
+        if let (Some(end), Some(next)) = (self.sync.status.broker_end(topic), next) {
+            let lag = end.saturating_sub(next).min(i64::MAX as u64) as i64;
+            self.sync.metrics.lag.get_or_create(&TopicLabel::new(topic)).set(lag);
+        }
+    }
+
+    /// Marks the copy ready once every topic the broker told of is held up to the broker's end.
+    fn check_caught_up(&self) {
+        if self.sync.status.is_ready() || !self.refreshes.is_empty() {
+            return;
+        }
+        let caught_up = self.sync.status.broker_ends().iter().all(|(topic, end)| {
+            self.sync.copy.view(topic).map_or(*end == 0, |view| view.log.next_offset() >= *end)
+        });
+        if caught_up {
+            tracing::info!("caught up with the broker; ready");
+            self.sync.status.set_ready();
+        }
+    }
+}
+
+/// Hands the handler every stored record it has not finished (after a crash or a stop with a busy
+/// handler), before the broker connection starts.
+async fn replay_unhandled(copy: &Arc<LocalCopy>, queue: &HandlerQueue) -> Result<(), Error> {
+    let db = copy.db().clone();
+    let rows = tokio::task::spawn_blocking(move || db.topics()).await??;
+    for row in rows {
+        let Some(view) = copy.view(&row.topic) else { continue };
+        let mut next = row.handled_to.max(view.log.log_start());
+        let end = view.log.next_offset();
+        if next < end {
+            tracing::info!(
+                topic = row.topic,
+                from = next,
+                to = end,
+                "handing stored records to the handler again"
+            );
+        }
+        while next < end {
+            let log = view.log.clone();
+            let chunk =
+                tokio::task::spawn_blocking(move || log.read(next, READ_CHUNK_RECORDS, READ_CHUNK_BYTES))
+                    .await?
+                    .map_err(|source| Error::Storage {
+                        context: "replaying records",
+                        topic: row.topic.clone(),
+                        source: Box::new(source),
+                    })?;
+            if chunk.n_records == 0 {
+                break;
+            }
+            let item = HandlerItem {
+                epoch: 0,
+                topic: view.name.clone(),
+                records: chunk.records,
+                from_offset: next,
+                ack_to: chunk.next_offset,
+                handled_to: Some(chunk.next_offset),
+            };
+            queue.push(item).await?;
+            next = chunk.next_offset;
+        }
+    }
+    Ok(())
+}
+
+/// `base` scaled by a random factor in [0.5, 1.0), so many consumers do not reconnect in step.
+fn jitter(base: Duration) -> Duration {
+    base.mul_f64(rand::random_range(0.5..1.0))
+}
