@@ -1,0 +1,126 @@
+//! Relay appends: verbatim bytes from one log into another, duplicates, gaps and corrupt batches.
+
+mod common;
+
+use common::{append_n, check_records, interval, open, read_all, small_config, uid};
+use protocol::WireError;
+use storage::{Error, Log};
+
+/// The raw bytes of records `from..to` of `log`.
+fn bytes_of(log: &Log, from: u64, to: u64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut next = from;
+    while next < to {
+        let chunk = log.read(next, (to - next) as usize, usize::MAX).unwrap();
+        bytes.extend_from_slice(&chunk.records);
+        next = chunk.next_offset;
+    }
+    bytes
+}
+
+#[test]
+fn verbatim_copy_gives_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_config(interval()));
+    let parent = store.create_topic("parent", uid(1), 0).unwrap();
+    append_n(&parent, 3_000, 100);
+    let child = store.create_topic("child", uid(1), 0).unwrap();
+    let mut next = 0;
+    while next < parent.next_offset() {
+        let chunk = parent.read(next, 1_000, 8 * 1024).unwrap();
+        let outcome = child.append_records(&chunk.records).unwrap();
+        assert_eq!(
+            (outcome.first_offset, outcome.n_appended, outcome.n_duplicates),
+            (next, chunk.n_records, 0)
+        );
+        assert_eq!(outcome.timestamp_ms, chunk.last_timestamp_ms);
+        next = chunk.next_offset;
+    }
+    assert_eq!(read_all(&child), read_all(&parent));
+    assert!(child.segments().len() >= 3);
+}
+
+#[test]
+fn a_copy_may_start_at_any_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_config(interval()));
+    let parent = store.create_topic("parent", uid(1), 1_000).unwrap();
+    append_n(&parent, 500, 50);
+    let child = store.create_topic("child", uid(1), 1_200).unwrap();
+    child.append_records(&bytes_of(&parent, 1_200, 1_500)).unwrap();
+    assert_eq!((child.log_start(), child.next_offset()), (1_200, 1_500));
+    check_records(&read_all(&child), 1_200, 300);
+}
+
+#[test]
+fn duplicates_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_config(interval()));
+    let parent = store.create_topic("parent", uid(1), 0).unwrap();
+    append_n(&parent, 100, 100);
+    let child = store.create_topic("child", uid(1), 0).unwrap();
+    child.append_records(&bytes_of(&parent, 0, 50)).unwrap();
+
+    let outcome = child.append_records(&bytes_of(&parent, 30, 80)).unwrap();
+    assert_eq!((outcome.first_offset, outcome.n_appended, outcome.n_duplicates), (50, 30, 20));
+    let outcome = child.append_records(&bytes_of(&parent, 0, 80)).unwrap();
+    assert_eq!((outcome.n_appended, outcome.n_duplicates, outcome.next_offset), (0, 80, 80));
+    assert_eq!(read_all(&child), bytes_of(&parent, 0, 80));
+}
+
+#[test]
+fn gaps_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_config(interval()));
+    let parent = store.create_topic("parent", uid(1), 0).unwrap();
+    append_n(&parent, 100, 100);
+    let child = store.create_topic("child", uid(1), 0).unwrap();
+    child.append_records(&bytes_of(&parent, 0, 50)).unwrap();
+
+    let result = child.append_records(&bytes_of(&parent, 60, 70));
+    assert!(matches!(result, Err(Error::OffsetGap { expected: 50, found: 60, .. })), "{result:?}");
+    let mut holey = bytes_of(&parent, 50, 55);
+    holey.extend(bytes_of(&parent, 57, 60));
+    let result = child.append_records(&holey);
+    assert!(
+        matches!(
+            result,
+            Err(Error::BadBatch { source: WireError::OffsetGap { expected: 55, found: 57 }, .. })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(child.next_offset(), 50);
+    assert_eq!(read_all(&child), bytes_of(&parent, 0, 50));
+}
+
+#[test]
+fn corrupt_batches_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_config(interval()));
+    let parent = store.create_topic("parent", uid(1), 0).unwrap();
+    append_n(&parent, 100, 100);
+    let child = store.create_topic("child", uid(1), 0).unwrap();
+    child.append_records(&bytes_of(&parent, 0, 50)).unwrap();
+    let before = read_all(&child);
+
+    let mut corrupt = bytes_of(&parent, 50, 80);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x01;
+    let result = child.append_records(&corrupt);
+    assert!(matches!(result, Err(Error::BadBatch { source: WireError::RecordCrc { .. }, .. })), "{result:?}");
+    let clean = bytes_of(&parent, 50, 80);
+    let result = child.append_records(&clean[..clean.len() - 5]);
+    assert!(
+        matches!(result, Err(Error::BadBatch { source: WireError::TruncatedBatch { .. }, .. })),
+        "{result:?}"
+    );
+    assert_eq!(child.next_offset(), 50);
+    assert_eq!(read_all(&child), before);
+
+    child.append_records(&clean).unwrap();
+    assert_eq!(read_all(&child), bytes_of(&parent, 0, 80));
+    drop((parent, child));
+    drop(store);
+    let store = open(dir.path(), small_config(interval()));
+    check_records(&read_all(&store.topic("child").unwrap()), 0, 80);
+}
