@@ -233,6 +233,8 @@ impl Session {
                 Err(end) => return end,
             };
             let outbound = self.outbound.clone();
+            // Sending comes last: a consumer that acknowledges fast enough keeps it ready forever, and
+            // take-overs, refreshes and heartbeats must still be noticed.
             tokio::select! {
                 biased;
                 () = &mut stopping => {
@@ -249,6 +251,16 @@ impl Session {
                         return end;
                     }
                 }
+                () = self.wake.notified() => {
+                    if let Err(end) = self.on_wake() {
+                        return end;
+                    }
+                }
+                _ = ticks.tick() => {
+                    if let Err(end) = self.on_tick() {
+                        return end;
+                    }
+                }
                 permit = outbound.reserve_owned(), if has_work => {
                     let Ok(permit) = permit else {
                         return End::Closed;
@@ -259,16 +271,6 @@ impl Session {
                         }
                         Ok(None) => {}
                         Err(end) => return end,
-                    }
-                }
-                () = self.wake.notified() => {
-                    if let Err(end) = self.on_wake() {
-                        return end;
-                    }
-                }
-                _ = ticks.tick() => {
-                    if let Err(end) = self.on_tick() {
-                        return end;
                     }
                 }
             }

@@ -226,3 +226,34 @@ async fn topics_are_readable_over_http() {
     assert!(metrics.contains("relay_log_end_offset{topic=\"prices\"} 2"), "{metrics}");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_stops_acking_is_dropped_and_resumes_from_its_commit() {
+    let broker = TestBroker::start_with(|config| {
+        config.slow_consumer_timeout = std::time::Duration::from_millis(800);
+        config.heartbeat = std::time::Duration::from_millis(200);
+    })
+    .await;
+    broker.inject("slow", 500, 10).await;
+    let (mut consumer, _) = broker.consumer("lazy", vec![start("slow", StartPosition::Committed)]).await;
+    // Acknowledge the first 30 records, then keep reading without acknowledging.
+    assert_eq!(receive_until(&mut consumer, "slow", 30).await.len(), 30);
+    broker.wait_committed("lazy", "slow", 30).await;
+    let mut unacked_batches = 0;
+    let error = loop {
+        match next_event(&mut consumer).await {
+            Event::Batch(_) => unacked_batches += 1,
+            Event::Error(error) => break error,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!((error.code, error.fatal), (ErrorCode::SlowConsumer, true));
+    // The in-flight window bounded what was sent without acknowledgement.
+    assert!(unacked_batches <= 8, "{unacked_batches} batches were sent past the window");
+    let (mut consumer, welcome) =
+        broker.consumer("lazy", vec![start("slow", StartPosition::Committed)]).await;
+    assert_eq!(welcome.topics[0].start_at, 30);
+    let rest = receive_until(&mut consumer, "slow", 500).await;
+    assert_eq!(rest.first().map(|record| record.offset), Some(30));
+    broker.stop().await;
+}

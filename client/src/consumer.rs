@@ -1,9 +1,9 @@
 //! The consumer connection: HELLO/WELCOME, then events pulled one at a time with
-//! [`Consumer::next_event`], which also answers the broker's PINGs, sends our own, and notices a silent
-//! broker. There is no background task: the connection makes progress while the caller awaits
-//! `next_event`, so a caller that stops calling it for longer than three heartbeats is dropped by the
-//! broker, exactly as a consumer that stopped reading would be.
+//! [`Consumer::next_event`], which also answers the broker's PINGs and notices a silent broker. One small
+//! task sends our own PINGs, so the broker sees a live process even while the application is busy; an
+//! application that stops reading is still paced and, in the end, dropped by the broker as slow.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
@@ -12,7 +12,10 @@ use protocol::frame::{
     Ready, Reset, Role, Seek, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -37,8 +40,8 @@ pub struct ConsumerConfig {
     pub token: String,
     /// How many BATCH frames may be unacknowledged at once (0 = the broker's default).
     pub max_in_flight: u16,
-    /// How often to PING before the broker's WELCOME tells its own interval, and the handshake timeout
-    /// (three of these).
+    /// The handshake timeout is three of these; after WELCOME the broker's own interval paces our PINGs
+    /// and the silence check.
     pub heartbeat: Duration,
     /// The largest frame accepted from the broker.
     pub max_frame_len: usize,
@@ -86,22 +89,20 @@ pub enum Event {
 /// A connected consumer.
 #[derive(Debug)]
 pub struct Consumer {
-    /// The connection.
-    stream: TcpStream,
+    /// The reading half of the connection.
+    reader: OwnedReadHalf,
+    /// The writing half, shared with the PING task.
+    writer: Arc<Mutex<OwnedWriteHalf>>,
     /// Bytes read but not yet decoded.
     read_buffer: BytesMut,
-    /// Scratch space for encoding outgoing frames.
-    write_buffer: Vec<u8>,
     /// The largest frame accepted.
     max_frame_len: usize,
-    /// The PING interval (the broker's heartbeat once WELCOME arrived).
+    /// The broker's heartbeat interval once WELCOME arrived.
     heartbeat: Duration,
     /// When the last frame arrived.
     last_received: Instant,
-    /// When to send the next PING.
-    next_ping: Instant,
-    /// The nonce of the next PING.
-    next_nonce: u64,
+    /// The task sending our PINGs; aborted on drop.
+    pinger: Option<JoinHandle<()>>,
 }
 
 impl Consumer {
@@ -111,16 +112,15 @@ impl Consumer {
         let connecting = async {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            let now = Instant::now();
+            let (reader, writer) = stream.into_split();
             let mut consumer = Consumer {
-                stream,
+                reader,
+                writer: Arc::new(Mutex::new(writer)),
                 read_buffer: BytesMut::with_capacity(READ_CHUNK),
-                write_buffer: Vec::with_capacity(256),
                 max_frame_len: config.max_frame_len,
                 heartbeat: config.heartbeat,
-                last_received: now,
-                next_ping: now + config.heartbeat,
-                next_nonce: 1,
+                last_received: Instant::now(),
+                pinger: None,
             };
             let hello = Hello {
                 version: PROTOCOL_VERSION,
@@ -138,14 +138,17 @@ impl Consumer {
                     Frame::Welcome(welcome) => {
                         if welcome.heartbeat_ms > 0 {
                             consumer.heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_ms));
-                            consumer.next_ping = Instant::now() + consumer.heartbeat;
                         }
+                        consumer.pinger =
+                            Some(tokio::spawn(send_pings(Arc::clone(&consumer.writer), consumer.heartbeat)));
                         return Ok((consumer, welcome));
                     }
                     Frame::Error(error) => return Err(Error::Refused(error)),
                     Frame::Ping(ping) => consumer.send(&Frame::Pong(ping)).await?,
                     Frame::Pong(_) => {}
-                    other => return Err(Error::Protocol(format!("expected WELCOME, got {}", other.name()))),
+                    other => {
+                        return Err(Error::Protocol(format!("expected WELCOME, got {}", other.name())));
+                    }
                 }
             }
         };
@@ -154,7 +157,7 @@ impl Consumer {
             .unwrap_or(Err(Error::HandshakeTimeout(handshake_timeout)))
     }
 
-    /// Waits for the next event, answering PINGs and sending our own meanwhile.
+    /// Waits for the next event, answering the broker's PINGs meanwhile.
     pub async fn next_event(&mut self) -> Result<Event> {
         loop {
             match self.read_frame().await? {
@@ -185,19 +188,23 @@ impl Consumer {
 
     /// Sends any frame; for tools and tests that need to speak the protocol directly.
     pub async fn send(&mut self, frame: &Frame) -> Result<()> {
-        self.write_buffer.clear();
-        frame.encode(&mut self.write_buffer)?;
-        self.stream.write_all(&self.write_buffer).await?;
+        let mut bytes = Vec::with_capacity(64);
+        frame.encode(&mut bytes)?;
+        self.writer.lock().await.write_all(&bytes).await?;
         Ok(())
     }
 
     /// Closes the connection politely (our side stops sending; the broker then closes its side).
     pub async fn close(mut self) -> Result<()> {
-        self.stream.shutdown().await?;
+        if let Some(pinger) = self.pinger.take() {
+            pinger.abort();
+        }
+        self.writer.lock().await.shutdown().await?;
         Ok(())
     }
 
-    /// Reads one frame, sending PINGs when due and failing if the broker has been silent too long.
+    /// Reads one frame. Fails if nothing arrives for three heartbeat intervals; bytes already waiting in
+    /// the socket count as arrived, so a caller that was busy elsewhere is not mistaken for a dead broker.
     async fn read_frame(&mut self) -> Result<Frame> {
         loop {
             if let Some(frame) = Frame::decode_from(&mut self.read_buffer, self.max_frame_len)? {
@@ -205,23 +212,47 @@ impl Consumer {
                 return Ok(frame);
             }
             self.read_buffer.reserve(READ_CHUNK);
+            let silent_limit = self.heartbeat * SILENT_INTERVALS;
+            let deadline = Instant::now().max(self.last_received + silent_limit);
             tokio::select! {
-                read = self.stream.read_buf(&mut self.read_buffer) => {
+                biased;
+                read = self.reader.read_buf(&mut self.read_buffer) => {
                     if read? == 0 {
                         return Err(Error::Closed);
                     }
+                    self.last_received = Instant::now();
                 }
-                () = tokio::time::sleep_until(self.next_ping) => {
-                    let silent_for = self.last_received.elapsed();
-                    if silent_for >= self.heartbeat * SILENT_INTERVALS {
-                        return Err(Error::Silent(silent_for));
-                    }
-                    let nonce = self.next_nonce;
-                    self.next_nonce += 1;
-                    self.send(&Frame::Ping(Ping { nonce, timestamp_ms: now_ms() })).await?;
-                    self.next_ping = Instant::now() + self.heartbeat;
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::Silent(self.last_received.elapsed()));
                 }
             }
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if let Some(pinger) = self.pinger.take() {
+            pinger.abort();
+        }
+    }
+}
+
+/// Sends a PING every `interval`, so the broker knows this process is alive even while the application
+/// is busy between two calls of [`Consumer::next_event`]. Whether the application keeps up is a separate
+/// question, which the broker answers with its in-flight window and slow-consumer timeout.
+async fn send_pings(writer: Arc<Mutex<OwnedWriteHalf>>, interval: Duration) {
+    let mut nonce = 0u64;
+    let mut bytes = Vec::with_capacity(32);
+    loop {
+        tokio::time::sleep(interval).await;
+        nonce += 1;
+        bytes.clear();
+        if Frame::Ping(Ping { nonce, timestamp_ms: now_ms() }).encode(&mut bytes).is_err() {
+            return;
+        }
+        if writer.lock().await.write_all(&bytes).await.is_err() {
+            return;
         }
     }
 }
