@@ -26,7 +26,12 @@ async fn five_messages_arrive_in_order_and_commit() {
     assert_eq!(seen.iter().map(|record| record.offset).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
     assert_eq!(seen[2].value, br#"{"price":2}"#);
     broker.wait_committed("app", "prices", 5).await;
+    // A graceful stop tells connected consumers.
     broker.stop().await;
+    match next_event(&mut consumer).await {
+        Event::Error(error) => assert_eq!((error.code, error.fatal), (ErrorCode::ShuttingDown, true)),
+        other => panic!("expected SHUTTING_DOWN, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,6 +114,18 @@ async fn full_refresh_when_asked() {
 
     // A SEEK can ask for a refresh too.
     assert_eq!(seek(&mut consumer, "catalog", StartPosition::FullRefresh).await.start_at, 0);
+    let (_, end, offsets) = collect_refresh(&mut consumer, "catalog").await;
+    assert_eq!((end, offsets.len()), (37, 37));
+    drop(consumer);
+
+    // A copy of another history (another uid) gets a full refresh whatever it asks for.
+    let other_history = protocol::frame::TopicStart {
+        topic: "catalog".into(),
+        uid: protocol::TopicUid(12345),
+        start: StartPosition::Offset(20),
+    };
+    let (mut consumer, welcome) = broker.consumer("shop2", vec![other_history]).await;
+    assert_eq!(welcome.topics[0].start_at, 0);
     let (_, end, offsets) = collect_refresh(&mut consumer, "catalog").await;
     assert_eq!((end, offsets.len()), (37, 37));
     broker.stop().await;
@@ -255,5 +272,38 @@ async fn a_consumer_that_stops_acking_is_dropped_and_resumes_from_its_commit() {
     assert_eq!(welcome.topics[0].start_at, 30);
     let rest = receive_until(&mut consumer, "slow", 500).await;
     assert_eq!(rest.first().map(|record| record.offset), Some(30));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_below_the_log_start_gets_a_full_refresh() {
+    let broker = TestBroker::start_with(|config| {
+        config.segment_bytes = 4096;
+        config.retention_bytes = 16 * 1024;
+        config.retention_check_interval = std::time::Duration::from_millis(20);
+    })
+    .await;
+    broker.inject("short", 10, 100).await;
+    let (mut consumer, _) = broker.consumer("behind", vec![start("short", StartPosition::Committed)]).await;
+    receive_until(&mut consumer, "short", 10).await;
+    broker.wait_committed("behind", "short", 10).await;
+    drop(consumer);
+    broker.inject("short", 1000, 100).await;
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    let log_start = loop {
+        let (_, topic) = broker.get("/api/v1/topics/short").await;
+        let log_start = topic["log_start"].as_u64().unwrap();
+        if log_start > 10 {
+            break log_start;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "retention never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let (mut consumer, welcome) =
+        broker.consumer("behind", vec![start("short", StartPosition::Committed)]).await;
+    assert!(welcome.topics[0].start_at >= log_start);
+    let (start_offset, end, offsets) = collect_refresh(&mut consumer, "short").await;
+    assert_eq!(end, 1010);
+    assert_eq!(offsets, (start_offset..1010).collect::<Vec<_>>());
     broker.stop().await;
 }
