@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use protocol::record::RecordIter;
 use protocol::{NewRecord, WireError};
 
+use crate::config::FlushPolicy;
 use crate::error::Error;
 use crate::log::{AppendOutcome, Log, Writer};
 use crate::meta::SegmentRow;
@@ -194,13 +195,16 @@ impl Log {
     }
 
     /// Seals the active segment and starts a new one at the next offset. The new file is created first,
-    /// so a full disk leaves the log as it was. Metadata is recorded last; if that fails the data is still
+    /// so a full disk leaves the log as it was. Sealing syncs the old segment unless the policy is
+    /// [`FlushPolicy::Never`], where only an explicit flush does. Metadata is recorded last; if that fails the data is still
     /// safe and recovery reconciles the database with the files on the next open.
     pub(crate) fn roll(&self, writer: &mut Writer, now: u64) -> Result<(), Error> {
         let base_offset = writer.next_offset;
         let new_writer = SegmentWriter::create(&self.dir, base_offset, now, &self.config)?;
         let new_path = new_writer.segment().path().to_path_buf();
-        if let Err(error) = sync_dir(&self.dir).and_then(|()| writer.active.seal(now)) {
+        let durable = self.config.flush != FlushPolicy::Never;
+        let sealed = if durable { sync_dir(&self.dir) } else { Ok(()) };
+        if let Err(error) = sealed.and_then(|()| writer.active.seal(now, durable)) {
             drop(new_writer);
             remove_file_logged(&new_path, "roll failed");
             return Err(error);
@@ -221,8 +225,10 @@ impl Log {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(std::sync::Arc::clone(writer.active.segment()));
-        // Sealing synced the old segment whole.
-        self.mark_durable(state.end_offset);
+        if durable {
+            // Sealing synced the old segment whole.
+            self.mark_durable(state.end_offset);
+        }
         let rows = [sealed_row, SegmentRow::active(base_offset, now)];
         if let Err(error) = self.meta.upsert_segments(&self.name, self.generation, &rows) {
             tracing::error!(topic = %self.name, %error, "cannot record a roll; it is reconciled on the next open");

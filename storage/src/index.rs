@@ -150,15 +150,18 @@ impl SparseIndex {
     }
 }
 
-/// Writes `entries` as the index file at `path` and makes it durable.
-pub(crate) fn write_index_file(path: &Path, entries: &[IndexEntry]) -> Result<(), Error> {
+/// Writes `entries` as the index file at `path`, and makes it durable if `durable`.
+pub(crate) fn write_index_file(path: &Path, entries: &[IndexEntry], durable: bool) -> Result<(), Error> {
     let mut bytes = Vec::with_capacity(entries.len() * INDEX_ENTRY_LEN);
     for entry in entries {
         bytes.extend_from_slice(&entry.to_bytes());
     }
     let mut file = File::create(path).map_err(|source| Error::io("create index file", path, source))?;
     file.write_all(&bytes).map_err(|source| Error::io("write index file", path, source))?;
-    file.sync_data().map_err(|source| Error::io("sync index file", path, source))
+    if durable {
+        file.sync_data().map_err(|source| Error::io("sync index file", path, source))?;
+    }
+    Ok(())
 }
 
 /// Opens the index file of a sealed segment whose valid bytes are `segment`, and checks it.
@@ -274,7 +277,7 @@ mod tests {
         let path = dir.path().join("a.index");
         let segment = segment_of(200, 500);
         let entries = build_index(&segment, 4096);
-        write_index_file(&path, &entries).unwrap();
+        write_index_file(&path, &entries, true).unwrap();
         let loaded = load_index_file(&path, &segment, 500).unwrap().unwrap();
         assert_eq!(loaded.to_vec(), entries);
         assert_eq!(loaded.floor(150), SparseIndex::Memory(entries.clone()).floor(150));
@@ -287,7 +290,7 @@ mod tests {
         // Entries out of order are refused.
         let mut swapped = entries.clone();
         swapped.swap(0, 1);
-        write_index_file(&path, &swapped).unwrap();
+        write_index_file(&path, &swapped, true).unwrap();
         assert!(load_index_file(&path, &segment, 500).is_err());
         // A missing file is not an error.
         assert!(load_index_file(&dir.path().join("none.index"), &segment, 500).unwrap().is_none());

@@ -314,14 +314,24 @@ impl Log {
         if self.durable_offset() >= target {
             return Ok(());
         }
-        let (segment, end_position, end_offset) = {
+        let (active, end_position, end_offset) = {
             let writer = self.lock_writer();
             (Arc::clone(writer.active.segment()), writer.active.position(), writer.next_offset)
         };
-        // Segments sealed since the mark were synced whole when they were sealed.
-        let start = if Arc::ptr_eq(&mark.segment, &segment) { mark.position } else { 0 };
-        segment.sync_range(start, end_position)?;
-        *mark = FlushMark { segment, position: end_position };
+        // Segments sealed since the mark are synced too; sealing already did so unless the policy is
+        // `Never`, in which case this is where it happens (msync of clean pages is cheap).
+        let mark_base = mark.segment.base_offset();
+        for segment in self.segment_list() {
+            let base = segment.base_offset();
+            if base < mark_base || base >= active.base_offset() {
+                continue;
+            }
+            let start = if Arc::ptr_eq(&segment, &mark.segment) { mark.position } else { 0 };
+            segment.sync_range(start, segment.state().written)?;
+        }
+        let start = if Arc::ptr_eq(&mark.segment, &active) { mark.position } else { 0 };
+        active.sync_range(start, end_position)?;
+        *mark = FlushMark { segment: active, position: end_position };
         self.mark_durable(end_offset);
         Ok(())
     }

@@ -323,7 +323,7 @@ pub(crate) fn open_sealed(
     // SAFETY: as above; the file now holds exactly the valid records.
     let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), outcome.valid_len) };
     let entries = build_index(bytes, index_interval_bytes);
-    let index = match write_index_file(&index_file, &entries) {
+    let index = match write_index_file(&index_file, &entries, true) {
         Ok(()) => load_index_file(&index_file, bytes, base_offset).ok().flatten(),
         Err(error) => {
             tracing::warn!(%error, "cannot write the rebuilt index file; keeping it in memory");

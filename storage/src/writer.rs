@@ -213,21 +213,26 @@ impl SegmentWriter {
         self.segment.publish(self.position, self.end_offset, last_timestamp_ms);
     }
 
-    /// Seals the segment: makes its records durable, truncates the file to them, and writes its index file
-    /// (a failure to write the index is only logged, as the index is rebuilt when missing). On error the
-    /// segment stays active and usable.
-    pub(crate) fn seal(&mut self, sealed_ms: u64) -> Result<(), Error> {
+    /// Seals the segment: truncates the file to its records and writes its index file (a failure to write
+    /// the index is only logged, as the index is rebuilt when missing). With `durable`, the records, the
+    /// new length and the index are synced first; without it (the benchmark-only policy) a later flush
+    /// syncs them. On error the segment stays active and usable.
+    pub(crate) fn seal(&mut self, sealed_ms: u64, durable: bool) -> Result<(), Error> {
         let path = self.segment.path().to_path_buf();
-        self.segment.sync_range(0, self.position)?;
+        if durable {
+            self.segment.sync_range(0, self.position)?;
+        }
         // From here on the allocation may be gone, so the next write (if sealing fails) allocates again.
         self.allocated = self.allocated.min(self.position as u64);
         self.file
             .set_len(self.position as u64)
             .map_err(|source| Error::io("truncate sealed segment", &path, source))?;
-        self.file.sync_data().map_err(|source| Error::io("sync sealed segment", &path, source))?;
+        if durable {
+            self.file.sync_data().map_err(|source| Error::io("sync sealed segment", &path, source))?;
+        }
         let index_file = self.segment.index_path().to_path_buf();
         let entries = self.segment.index_entries();
-        match write_index_file(&index_file, &entries) {
+        match write_index_file(&index_file, &entries, durable) {
             Ok(()) => {
                 match load_index_file(&index_file, self.segment.published(), self.segment.base_offset()) {
                     Ok(Some(index)) => self.segment.replace_index(index),
@@ -333,7 +338,7 @@ mod tests {
         let at = RecordView::decode(&segment.published()[start..]).unwrap().unwrap().0;
         assert!(at.offset() <= 90 && at.offset() > 10, "index used: {}", at.offset());
 
-        writer.seal(5).unwrap();
+        writer.seal(5, true).unwrap();
         assert!(segment.state().sealed_ms.is_some());
         assert_eq!(std::fs::metadata(segment.path()).unwrap().len(), state.written as u64);
         let reopened =

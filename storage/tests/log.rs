@@ -231,3 +231,32 @@ fn concurrent_appenders_get_distinct_contiguous_offsets() {
         }
     }
 }
+
+#[test]
+fn an_explicit_flush_covers_segments_sealed_without_syncing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_config(FlushPolicy::Never));
+    let log = store.create_topic("t", uid(1), 0).unwrap();
+    append_n(&log, 3_000, 100);
+    assert!(log.segments().len() >= 3);
+    assert_eq!(log.durable_offset(), 0, "nothing is synced under FlushPolicy::Never");
+    assert_eq!(log.readable_offset(), 3_000, "written records are readable");
+    log.flush().unwrap();
+    assert_eq!(log.durable_offset(), 3_000);
+    store.flush_all().unwrap();
+}
+
+#[test]
+fn interval_policy_makes_records_readable_at_once_and_durable_on_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_config(interval()));
+    let log = store.create_topic("t", uid(1), 0).unwrap();
+    let rx = log.subscribe();
+    append_n(&log, 10, 10);
+    assert!(rx.has_changed().unwrap());
+    assert_eq!((log.readable_offset(), log.durable_offset()), (10, 0));
+    store.flush_all().unwrap();
+    assert_eq!(log.durable_offset(), 10);
+    let stats = log.stats();
+    assert_eq!((stats.next_offset, stats.durable_offset, stats.n_segments), (10, 10, 1));
+}
