@@ -20,7 +20,7 @@ use crate::handler::RetryPolicy;
 #[command(name = "consumer-app", version, about)]
 pub struct Config {
     /// The broker's TCP consumer address (host:port).
-    #[arg(long, env = "CONSUMER_BROKER", default_value = "127.0.0.1:9000")]
+    #[arg(long, env = "CONSUMER_BROKER", default_value = "127.0.0.1:9090")]
     pub broker: String,
 
     /// This consumer's id, sent in HELLO and shown in the broker's consumer list.

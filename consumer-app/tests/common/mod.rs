@@ -98,3 +98,269 @@ pub async fn get(router: &Router, uri: &str) -> (StatusCode, Value) {
 pub fn offsets(page: &Value) -> Vec<u64> {
     page["messages"].as_array().unwrap().iter().map(|message| message["offset"].as_u64().unwrap()).collect()
 }
+
+// ---------------------------------------------------------------------------------------------------
+// End to end: a real broker in-process and the real consumer-app binary as a process.
+// ---------------------------------------------------------------------------------------------------
+
+/// The longest any single wait may take before a test fails.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How often waits look again.
+pub const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A ROOT broker running in this process on 127.0.0.1, port 0.
+pub struct TestBroker {
+    /// Its HTTP address.
+    pub http: std::net::SocketAddr,
+    /// Its TCP consumer address.
+    pub consumers: std::net::SocketAddr,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    /// Its data directory.
+    _dir: tempfile::TempDir,
+    /// Stops it.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The running broker.
+    task: Option<tokio::task::JoinHandle<Result<(), broker::Error>>>,
+}
+
+impl TestBroker {
+    /// A broker with test endpoints, a short heartbeat and large batches.
+    pub async fn start() -> TestBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = broker::Config::for_tests(dir.path().join("data"));
+        config.test_endpoints = true;
+        config.heartbeat = std::time::Duration::from_millis(500);
+        config.group_commit_interval = std::time::Duration::from_millis(5);
+        config.batch_max_records = 2000;
+        config.segment_bytes = 16 * 1024 * 1024;
+        let broker = broker::Broker::bind(config).await.unwrap();
+        let (http, consumers) = (broker.http_addr().unwrap(), broker.consumer_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(broker.run(async move {
+            let _ = stopped.await;
+        }));
+        TestBroker {
+            http,
+            consumers,
+            client: reqwest::Client::new(),
+            _dir: dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// POSTs JSON to the broker; returns the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response =
+            self.client.post(format!("http://{}{path}", self.http)).json(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Publishes records through the ingest API.
+    pub async fn publish(&self, topic: &str, body: Value) {
+        let (status, answer) = self.post(&format!("/api/v1/topics/{topic}/messages"), &body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    /// Generates `count` records of `size` bytes with keys `key-0`, `key-1`, ...
+    pub async fn inject(&self, topic: &str, count: u64, size: usize) {
+        let body = serde_json::json!({ "topic": topic, "count": count, "size": size });
+        let (status, answer) = self.post("/test/inject-messages", &body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    /// Stops the broker and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(WAIT, task).await;
+        }
+    }
+}
+
+/// The real consumer-app binary, started as a process.
+pub struct AppProcess {
+    /// The process.
+    child: std::process::Child,
+    /// Its REST address, read from its log.
+    pub addr: std::net::SocketAddr,
+    /// An HTTP client.
+    client: reqwest::Client,
+}
+
+impl AppProcess {
+    /// Starts the binary against `broker` with its data in `data_dir`, plus `env`, and waits until its REST
+    /// API listens.
+    pub async fn start(
+        broker: std::net::SocketAddr,
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> AppProcess {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_consumer-app"));
+        command
+            .env_clear()
+            .env("CONSUMER_BROKER", broker.to_string())
+            .env("CONSUMER_DATA_DIR", data_dir)
+            .env("CONSUMER_LISTEN", "127.0.0.1:0")
+            .env("CONSUMER_LOG_JSON", "true")
+            .env("CONSUMER_HEARTBEAT_MS", "500")
+            .env("CONSUMER_RECONNECT_BACKOFF_MS", "50")
+            .env("CONSUMER_RECONNECT_MAX_BACKOFF_MS", "500")
+            .env("CONSUMER_SEGMENT_BYTES", "8388608")
+            .env("CONSUMER_MAX_IN_FLIGHT", "16")
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (found, listening) = std::sync::mpsc::channel();
+        // The reader keeps draining the log until the process ends, so the process never blocks on a full
+        // pipe; it passes on the REST address once it sees it.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+                if event["fields"]["message"] == "REST API listening"
+                    && let Some(listen) = event["fields"]["listen"].as_str()
+                {
+                    let _ = found.send(listen.to_string());
+                }
+                if event["level"] == "ERROR" || event["level"] == "WARN" {
+                    eprintln!("consumer-app: {line}");
+                }
+            }
+        });
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let addr = loop {
+            match listening.try_recv() {
+                Ok(listen) => break listen.parse().unwrap(),
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    assert!(tokio::time::Instant::now() < deadline, "consumer-app did not start listening");
+                    if let Some(status) = child.try_wait().unwrap() {
+                        panic!("consumer-app exited at start: {status}");
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => panic!("consumer-app exited at start"),
+            }
+        };
+        AppProcess { child, addr, client: reqwest::Client::new() }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// kill -9: the process gets no chance to clean up.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for a clean exit (bounded).
+    pub async fn stop(mut self) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) with our own child's pid and a valid signal number has no memory effects.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "consumer-app exited with {status}");
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "consumer-app did not stop on SIGTERM");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// `GET path`: the status and the JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(format!("http://{}{path}", self.addr)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("http://{}{path}", self.addr))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls `GET path` until `done` holds for the body (bounded by [`WAIT`]) and returns the body.
+    pub async fn wait_for(&self, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (status, body) = self.get(path).await;
+            if status == 200 && done(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; last {path}: {body}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until the copy of `topic` holds every record below `position`.
+    pub async fn wait_for_position(&self, topic: &str, position: u64) -> Value {
+        self.wait_for("/api/v1/stats", &format!("{topic} at position {position}"), |stats| {
+            stats["topics"][topic]["position"].as_u64() == Some(position)
+        })
+        .await
+    }
+}
+
+impl Drop for AppProcess {
+    fn drop(&mut self) {
+        // A test that failed half way must not leave the process behind.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Checks a copy's records: offsets exactly `0..n`, once each, in order, with valid CRCs. Reads the
+/// segment log directly with the storage engine (the app must be stopped).
+pub fn check_copy(data_dir: &std::path::Path, topic: &str, n: u64) {
+    // The same settings the binary uses with CONSUMER_SEGMENT_BYTES=8388608.
+    let config = storage::LogConfig {
+        segment_bytes: 8 * 1024 * 1024,
+        preallocate_chunk_bytes: 1024 * 1024,
+        ..storage::LogConfig::default()
+    };
+    let store = storage::Store::open(consumer_app::copy::store_dir(data_dir), config).unwrap();
+    let log = store.topic(topic).unwrap();
+    assert_eq!((log.log_start(), log.next_offset()), (0, n));
+    let mut expected = 0;
+    while expected < n {
+        let chunk = log.read(expected, 10_000, 8 * 1024 * 1024).unwrap();
+        assert!(chunk.n_records > 0);
+        for record in protocol::RecordIter::new(&chunk.records) {
+            let record = record.unwrap();
+            assert_eq!(record.offset(), expected, "lost, duplicated or out-of-order record");
+            expected += 1;
+        }
+    }
+    assert_eq!(expected, n);
+}
