@@ -17,18 +17,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::frame::{
-    Ack, ErrorCode, ErrorFrame, Frame, Ping, Ready, Reset, Role, Seek, StartPosition, TopicAnnounce,
-    TopicPosition, encode_batch_header,
+    Ack, ErrorCode, ErrorFrame, Frame, Ping, Ready, Reset, Role, Seek, StartPosition, TopicPosition,
+    encode_batch_header,
 };
 use protocol::{TopicUid, WireError};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::cursor::{Attached, Begin, Cursor, resolve_start};
+use crate::cursor::{Begin, Cursor, resolve_start};
 use crate::groups::Committed;
 use crate::metrics::KindLabels;
 use crate::node::{Node, now_ms};
 
+mod changes;
 mod hello;
 
 /// How many heartbeat intervals of silence make a peer count as gone.
@@ -176,6 +177,8 @@ struct Session {
     last_progress: Instant,
     /// The nonce of the next PING.
     next_nonce: u64,
+    /// Set when a send slot found nothing to send; cleared by the next event.
+    nothing_to_cut: bool,
 }
 
 impl Drop for Session {
@@ -216,6 +219,7 @@ impl Session {
             last_received: Instant::now(),
             last_progress: Instant::now(),
             next_nonce: 1,
+            nothing_to_cut: false,
         }
     }
 
@@ -242,6 +246,7 @@ impl Session {
                 }
                 frame = self.inbound.recv() => {
                     self.last_received = Instant::now();
+                    self.nothing_to_cut = false;
                     let result = match frame {
                         None => Err(End::Closed),
                         Some(Err(error)) => Err(End::Fatal(ErrorFrame::from_wire_error(&error))),
@@ -252,11 +257,13 @@ impl Session {
                     }
                 }
                 () = self.wake.notified() => {
+                    self.nothing_to_cut = false;
                     if let Err(end) = self.on_wake() {
                         return end;
                     }
                 }
                 _ = ticks.tick() => {
+                    self.nothing_to_cut = false;
                     if let Err(end) = self.on_tick() {
                         return end;
                     }
@@ -269,7 +276,9 @@ impl Session {
                         Ok(Some(item)) => {
                             permit.send(item);
                         }
-                        Ok(None) => {}
+                        // Readable records that yield no batch should not happen; if they do, wait for the
+                        // next event instead of spinning on them.
+                        Ok(None) => self.nothing_to_cut = true,
                         Err(end) => return end,
                     }
                 }
@@ -405,6 +414,9 @@ impl Session {
         if !self.control.is_empty() {
             return Ok(true);
         }
+        if self.nothing_to_cut {
+            return Ok(false);
+        }
         let window_open = self.in_flight < self.window;
         Ok(self.cursors.iter().any(|cursor| cursor.ready_due() || (window_open && cursor.has_records())))
     }
@@ -489,121 +501,6 @@ impl Session {
             }
         }
         Frame::Ready(Ready { topic: cursor.topic.clone(), uid, end_offset })
-    }
-
-    /// Handles a wake-up: take-over, operator refresh, replaced logs and new topics.
-    fn on_wake(&mut self) -> Result<(), End> {
-        for index in 0..self.cursors.len() {
-            let cursor = &self.cursors[index];
-            if cursor.claim.signals.is_superseded() {
-                return Err(End::fatal(
-                    ErrorCode::Superseded,
-                    format!(
-                        "a newer connection of group {:?} took over topic {:?}",
-                        self.group, cursor.topic
-                    ),
-                ));
-            }
-            if cursor.attached.as_ref().is_some_and(Attached::is_closed) {
-                self.reattach(index)?;
-            }
-            if self.cursors[index].claim.signals.take_refresh() {
-                self.begin_refresh(index)?;
-            }
-        }
-        if self.topics_version.has_changed().unwrap_or(false) {
-            self.topics_version.borrow_and_update();
-            self.on_topics_changed()?;
-        }
-        Ok(())
-    }
-
-    /// A log was replaced or deleted: attach to its successor, refreshing the client if the history
-    /// changed, or wait for the topic to come back.
-    fn reattach(&mut self, index: usize) -> Result<(), End> {
-        let cursor = &mut self.cursors[index];
-        let old_uid = cursor.uid();
-        match self.node.store.topic(&cursor.topic) {
-            None => {
-                cursor.attached = None;
-                self.in_flight -= cursor.reposition(0);
-                cursor.pending_start = StartPosition::Earliest;
-                let message =
-                    format!("topic {:?} was deleted; waiting for it to be created again", cursor.topic);
-                self.queue_error(ErrorCode::UnknownTopic, message)
-            }
-            Some(log) => {
-                let same_history = log.uid() == old_uid
-                    && cursor.next_send >= log.log_start()
-                    && cursor.next_send <= log.readable_offset();
-                cursor.attached = Some(Attached::new(log, &self.wake));
-                if same_history { Ok(()) } else { self.begin_refresh(index) }
-            }
-        }
-    }
-
-    /// The store's topic list changed: attach waiting cursors and add topics for `*`.
-    fn on_topics_changed(&mut self) -> Result<(), End> {
-        for index in 0..self.cursors.len() {
-            if self.cursors[index].attached.is_none()
-                && let Some(log) = self.node.store.topic(&self.cursors[index].topic)
-            {
-                self.attach_waiting(index, log)?;
-            }
-        }
-        if let Some(start) = self.all_topics {
-            for log in self.node.store.topics() {
-                if !self.by_topic.contains_key(log.name()) {
-                    let claim =
-                        self.node.members.claim(&self.group, log.name(), self.connection_id, &self.wake);
-                    let index = self.cursors.len();
-                    self.by_topic.insert(log.name().to_string(), index);
-                    self.cursors.push(Cursor::waiting(log.name().to_string(), start, claim));
-                    self.attach_waiting(index, log)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Attaches a cursor to its newly created log, announces it with TOPIC, and positions it. A topic that
-    /// did not exist when the client subscribed is new to it entirely, so LATEST means its log start.
-    fn attach_waiting(&mut self, index: usize, log: Arc<storage::Log>) -> Result<(), End> {
-        let committed = self.node.groups.committed(&self.group, log.name());
-        let pending_refresh = self.node.groups.refresh_pending(&self.group, log.name());
-        let cursor = &mut self.cursors[index];
-        let start = match cursor.pending_start {
-            StartPosition::Latest => StartPosition::Earliest,
-            other => other,
-        };
-        let announce = TopicAnnounce {
-            topic: cursor.topic.clone(),
-            uid: log.uid(),
-            log_start: log.log_start(),
-            end_offset: log.readable_offset(),
-        };
-        let begin = if pending_refresh {
-            Begin::Refresh
-        } else {
-            resolve_start(start, TopicUid::UNKNOWN, &log, committed)
-        };
-        cursor.attached = Some(Attached::new(log, &self.wake));
-        self.queue(Frame::Topic(announce))?;
-        match begin {
-            Begin::At(offset) => {
-                self.in_flight -= self.cursors[index].reposition(offset);
-                Ok(())
-            }
-            Begin::Refresh => self.begin_refresh(index),
-            Begin::OutOfRange { requested, end_offset } => {
-                self.in_flight -= self.cursors[index].reposition(end_offset);
-                let message = format!(
-                    "offset {requested} of {:?} is beyond the log end {end_offset}; starting at the end",
-                    self.cursors[index].topic
-                );
-                self.queue_error(ErrorCode::OffsetOutOfRange, message)
-            }
-        }
     }
 
     /// Heartbeat: drop a silent peer, PING, and drop a consumer that has blocked delivery for too long.

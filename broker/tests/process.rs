@@ -89,6 +89,7 @@ async fn consume(process: &Process, topic: &str, expected_start: u64, end: u64) 
     let (mut consumer, welcome) = Consumer::connect(process.consumers, config).await.unwrap();
     assert_eq!(welcome.topics[0].start_at, expected_start);
     let mut next = expected_start;
+    let started = Instant::now();
     while next < end {
         let event = tokio::time::timeout(WAIT, consumer.next_event()).await.unwrap().unwrap();
         let Event::Batch(batch) = event else { panic!("unexpected {event:?}") };
@@ -98,6 +99,12 @@ async fn consume(process: &Process, topic: &str, expected_start: u64, end: u64) 
         }
         consumer.ack(topic, next).await.unwrap();
     }
+    let elapsed = started.elapsed();
+    println!(
+        "consumed {} records of 100 B over TCP in {elapsed:?} ({:.0} records/s, batches of 10, window 8)",
+        end - expected_start,
+        (end - expected_start) as f64 / elapsed.as_secs_f64()
+    );
     // The last commit is written within the group-commit interval; wait for it to show.
     let deadline = Instant::now() + WAIT;
     loop {
@@ -150,6 +157,7 @@ async fn offsets_and_traffic_survive_a_restart() {
             post(process.http, "/test/inject-messages", json!({"topic": "t", "count": ROUND, "size": 100}))
                 .await;
         assert_eq!(answer["last_offset"], (round + 1) * ROUND - 1);
+        println!("injected {ROUND} records of 100 B in {} ms", answer["elapsed_ms"]);
         consume(&process, "t", round * ROUND, (round + 1) * ROUND).await;
     }
     let status = terminate(process);
