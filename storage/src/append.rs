@@ -196,8 +196,8 @@ impl Log {
 
     /// Seals the active segment and starts a new one at the next offset. The new file is created first,
     /// so a full disk leaves the log as it was. Sealing syncs the old segment unless the policy is
-    /// [`FlushPolicy::Never`], where only an explicit flush does. Metadata is recorded last; if that fails the data is still
-    /// safe and recovery reconciles the database with the files on the next open.
+    /// [`FlushPolicy::Never`], where only an explicit flush does. Metadata is recorded last; if that fails
+    /// the data is still safe and recovery reconciles the database with the files on the next open.
     pub(crate) fn roll(&self, writer: &mut Writer, now: u64) -> Result<(), Error> {
         let base_offset = writer.next_offset;
         let new_writer = SegmentWriter::create(&self.dir, base_offset, now, &self.config)?;
@@ -231,7 +231,10 @@ impl Log {
         }
         let rows = [sealed_row, SegmentRow::active(base_offset, now)];
         if let Err(error) = self.meta.upsert_segments(&self.name, self.generation, &rows) {
-            tracing::error!(topic = %self.name, %error, "cannot record a roll; it is reconciled on the next open");
+            tracing::error!(
+                topic = %self.name, %error,
+                "cannot record a roll; it is reconciled on the next open"
+            );
         }
         Ok(())
     }

@@ -225,7 +225,8 @@ impl Meta {
         let transaction = connection.transaction().map_err(self.error("create a topic"))?;
         transaction
             .execute(
-                "INSERT INTO topics (name, uid, generation, log_start, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO topics (name, uid, generation, log_start, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     topic.name,
                     topic.uid.to_string(),
@@ -352,7 +353,8 @@ fn upsert_segment(
 ) -> Result<usize, rusqlite::Error> {
     connection.execute(
         "INSERT OR REPLACE INTO segments
-         (topic, generation, base_offset, last_offset, size_bytes, sealed, created_ms, sealed_ms, last_timestamp_ms)
+         (topic, generation, base_offset, last_offset, size_bytes, sealed, created_ms, sealed_ms,
+          last_timestamp_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             topic,

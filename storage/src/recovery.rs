@@ -74,7 +74,10 @@ fn clean_directories(root: &Path, topics: &HashMap<&str, &TopicRow>) -> Result<u
     let topics_dir = topics_root(root);
     for (name, path) in list_dir(&topics_dir)? {
         let Some(topic) = topics.get(name.as_str()) else {
-            tracing::warn!(dir = %path.display(), "topic directory without metadata (creation or deletion cut short); deleting it");
+            tracing::warn!(
+                dir = %path.display(),
+                "topic directory without metadata (creation or deletion cut short); deleting it"
+            );
             remove_dir_logged(&path, "no topic row");
             continue;
         };
@@ -83,11 +86,17 @@ fn clean_directories(root: &Path, topics: &HashMap<&str, &TopicRow>) -> Result<u
                 Some(generation) if generation == topic.generation => {}
                 Some(generation) => {
                     max_generation = max_generation.max(generation);
-                    tracing::warn!(dir = %generation_path.display(), "uncommitted or superseded generation; deleting it");
+                    tracing::warn!(
+                        dir = %generation_path.display(),
+                        "uncommitted or superseded generation; deleting it"
+                    );
                     remove_dir_logged(&generation_path, "generation not committed");
                 }
                 None => {
-                    tracing::warn!(path = %generation_path.display(), "unexpected entry in a topic directory; ignored")
+                    tracing::warn!(
+                        path = %generation_path.display(),
+                        "unexpected entry in a topic directory; ignored"
+                    )
                 }
             }
         }
@@ -113,7 +122,10 @@ fn recover_topic(
 ) -> Result<Log, Error> {
     let dir = topic_dir(root, &topic.name, topic.generation);
     if !dir.exists() {
-        tracing::warn!(topic = %topic.name, dir = %dir.display(), "committed generation directory is missing; recreating it");
+        tracing::warn!(
+            topic = %topic.name, dir = %dir.display(),
+            "committed generation directory is missing; recreating it"
+        );
     }
     std::fs::create_dir_all(&dir).map_err(|source| Error::io("create topic directory", &dir, source))?;
     let rows: BTreeMap<u64, SegmentRow> =
@@ -122,13 +134,19 @@ fn recover_topic(
     let mut changes = MetaChanges::default();
 
     for base in rows.keys().filter(|base| !segment_files.contains(base)) {
-        tracing::warn!(topic = %topic.name, base_offset = base, "segment row without a file; removing the row");
+        tracing::warn!(
+            topic = %topic.name, base_offset = base,
+            "segment row without a file; removing the row"
+        );
         changes.removed.push(*base);
     }
     let mut bases = Vec::new();
     for base in segment_files {
         if !rows.contains_key(&base) && base < topic.log_start {
-            tracing::warn!(topic = %topic.name, base_offset = base, "unknown segment below the log start (left over by retention); deleting it");
+            tracing::warn!(
+                topic = %topic.name, base_offset = base,
+                "unknown segment below the log start (left over by retention); deleting it"
+            );
             delete_segment_files(&dir, base);
         } else {
             bases.push(base);
@@ -148,7 +166,10 @@ fn recover_topic(
         }
         None => {
             let start = known_end(&rows, topic.log_start);
-            tracing::warn!(topic = %topic.name, start, "no segment file; starting an empty log where the metadata ends");
+            tracing::warn!(
+                topic = %topic.name, start,
+                "no segment file; starting an empty log where the metadata ends"
+            );
             let writer = SegmentWriter::create(&dir, start, now, config)?;
             sync_dir(&dir)?;
             changes.upserts.push(SegmentRow::active(start, now));
@@ -167,7 +188,10 @@ fn recover_topic(
     }
     for segment in sealed.drain(..keep_from) {
         let base = segment.base_offset();
-        tracing::warn!(topic = %topic.name, path = %segment.path().display(), "a gap follows this segment; deleting it");
+        tracing::warn!(
+            topic = %topic.name, path = %segment.path().display(),
+            "a gap follows this segment; deleting it"
+        );
         delete_segment_files(&dir, base);
         changes.removed.push(base);
         changes.upserts.retain(|row| row.base_offset != base);
@@ -216,7 +240,10 @@ fn open_older(
     let sealed_ms = row.and_then(|row| row.sealed_ms).unwrap_or(now);
     let opened = open_sealed(&path, base, expected_last, created_ms, sealed_ms, config.index_interval_bytes)?;
     if let Some(why) = &opened.rescanned {
-        tracing::warn!(path = %path.display(), why, truncated_bytes = opened.truncated_bytes, "sealed segment rescanned");
+        tracing::warn!(
+            path = %path.display(), why, truncated_bytes = opened.truncated_bytes,
+            "sealed segment rescanned"
+        );
     }
     let Some(segment) = opened.segment else {
         tracing::warn!(path = %path.display(), "segment holds no valid record; deleting it");
@@ -225,7 +252,10 @@ fn open_older(
         return Ok(None);
     };
     if row.is_none() {
-        tracing::warn!(path = %path.display(), "segment file unknown to the metadata; adopting it if it continues the log");
+        tracing::warn!(
+            path = %path.display(),
+            "segment file unknown to the metadata; adopting it if it continues the log"
+        );
     }
     if row.is_none() || opened.rescanned.is_some() {
         let state = segment.state();
@@ -257,7 +287,11 @@ fn resume_last(
     let (writer, outcome) = SegmentWriter::resume(&path, base, created_ms, config)?;
     if let Some(problem) = &outcome.problem {
         tracing::warn!(
-            topic, path = %path.display(), problem, valid_bytes = outcome.valid_len, next_offset = outcome.next_offset,
+            topic,
+            path = %path.display(),
+            problem,
+            valid_bytes = outcome.valid_len,
+            next_offset = outcome.next_offset,
             "cut a torn or corrupt tail off the active segment"
         );
     }

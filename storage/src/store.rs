@@ -66,7 +66,8 @@ impl Store {
         if config.flush == FlushPolicy::Never {
             tracing::warn!(
                 dir = %root.display(),
-                "storage opened with FlushPolicy::Never: acknowledged records can be lost in a crash (benchmarks only)"
+                "storage opened with FlushPolicy::Never: acknowledged records can be lost in a crash \
+                 (benchmarks only)"
             );
         }
         let config = Arc::new(config);
@@ -184,6 +185,7 @@ impl Store {
     /// Switches the topic to the replacement's copy: flushes it, commits the switch in one SQLite
     /// transaction, swaps the log readers find, closes the old log (waking its waiters with an error) and
     /// deletes the old files. A crash before the transaction leaves the old copy; after it, the new one.
+    /// If this fails the replacement is discarded and the old copy stays.
     pub fn commit_replace(&self, replacement: Replacement) -> Result<Arc<Log>, Error> {
         let log = Arc::clone(replacement.log());
         log.flush()?;
@@ -273,18 +275,22 @@ impl Store {
         }))
     }
 
+    /// The topic map for reading, even if a thread panicked while holding it.
     fn topic_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Log>>> {
         self.inner.topics.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The topic map for changing, even if a thread panicked while holding it.
     fn topic_map_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Log>>> {
         self.inner.topics.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The lock that serialises changes to the set of topics.
     fn admin(&self) -> MutexGuard<'_, ()> {
         self.inner.admin.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Tells topic-list subscribers that the set of topics changed.
     fn bump_topics(&self) {
         self.inner.topics_tx.send_modify(|version| *version += 1);
     }
@@ -332,4 +338,17 @@ fn lock_directory(root: &Path) -> Result<File, Error> {
         return Err(Error::Locked { path, source: std::io::Error::last_os_error() });
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Store>();
+        check::<Log>();
+        check::<Replacement>();
+    }
 }
