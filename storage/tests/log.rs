@@ -260,3 +260,60 @@ fn interval_policy_makes_records_readable_at_once_and_durable_on_flush() {
     let stats = log.stats();
     assert_eq!((stats.next_offset, stats.durable_offset, stats.n_segments), (10, 10, 1));
 }
+
+#[test]
+fn an_old_active_segment_is_rolled_at_the_next_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        LogConfig { segment_max_age: std::time::Duration::from_millis(1), ..small_config(interval()) };
+    let store = open(dir.path(), config);
+    let log = store.create_topic("t", uid(1), 0).unwrap();
+    append_n(&log, 10, 10);
+    assert_eq!(log.segments().len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    append_n(&log, 10, 10);
+    let segments = log.segments();
+    assert_eq!(segments.len(), 2, "the segment older than segment_max_age was sealed");
+    assert!(segments[0].sealed && segments[0].last_offset == Some(9));
+    assert_eq!(segments[1].base_offset, 10);
+    check_records(&read_all(&log), 0, 20);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Whatever the batch sizes, reads return exactly the stored records from the offset asked for, within
+    /// the limits given.
+    #[test]
+    fn reads_respect_offsets_and_limits(
+        batches in proptest::collection::vec((1usize..200, 0usize..3000), 1..12),
+        reads in proptest::collection::vec((0.0f64..1.0, 0usize..50, 0usize..20_000), 1..30),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), LogConfig { segment_bytes: 32 * 1024, ..small_config(interval()) });
+        let log = store.create_topic("t", uid(1), 0).unwrap();
+        let mut expected: Vec<Vec<u8>> = Vec::new();
+        for (n, value_len) in batches {
+            let values: Vec<Vec<u8>> = (0..n).map(|i| vec![(expected.len() + i) as u8; value_len % 2000]).collect();
+            let records: Vec<_> = values.iter().map(|value| NewRecord::new(b"key", value)).collect();
+            log.append(&records).unwrap();
+            expected.extend(values);
+        }
+        let total = expected.len() as u64;
+        proptest::prop_assert_eq!(log.next_offset(), total);
+        for (position, max_records, max_bytes) in reads {
+            let from = ((total as f64) * position) as u64;
+            let chunk = log.read(from, max_records, max_bytes).unwrap();
+            proptest::prop_assert_eq!(chunk.first_offset, from);
+            proptest::prop_assert!(chunk.n_records as usize <= max_records);
+            proptest::prop_assert!(chunk.n_records <= 1 || chunk.records.len() <= max_bytes);
+            proptest::prop_assert_eq!(chunk.n_records == 0, max_records == 0);
+            proptest::prop_assert_eq!(chunk.next_offset, from + chunk.n_records);
+            for (i, record) in chunk.iter().enumerate() {
+                let record = record.unwrap();
+                proptest::prop_assert_eq!(record.offset(), from + i as u64);
+                proptest::prop_assert_eq!(record.value(), expected[(from + i as u64) as usize].as_slice());
+            }
+        }
+    }
+}
