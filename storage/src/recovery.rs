@@ -31,8 +31,8 @@ use crate::error::Error;
 use crate::log::{Log, LogParts};
 use crate::meta::{Meta, SegmentRow, TopicRow};
 use crate::paths::{
-    TopicFile, index_path, parse_generation, parse_topic_file, remove_dir_logged, remove_file_logged,
-    segment_path, sync_dir, topic_dir, topics_root,
+    TopicFile, index_path, meta_path, parse_generation, parse_topic_file, remove_dir_logged,
+    remove_file_logged, segment_path, sync_dir, topic_dir, topics_root,
 };
 use crate::segment::{Segment, open_sealed};
 use crate::time::now_ms;
@@ -50,6 +50,12 @@ pub(crate) struct Recovered {
 /// Reconciles the store at `root` with its metadata and opens every topic's log.
 pub(crate) fn recover(root: &Path, config: &Arc<LogConfig>, meta: &Arc<Meta>) -> Result<Recovered, Error> {
     let topics = meta.topics()?;
+    for topic in &topics {
+        // A name becomes a directory name, so one that was not written by this crate must not be used.
+        if let Err(reason) = protocol::validate_topic_name(&topic.name) {
+            return Err(Error::CorruptMeta { path: meta_path(root), detail: reason });
+        }
+    }
     let removed_rows = meta.delete_uncommitted_segments()?;
     if removed_rows > 0 {
         tracing::warn!(
@@ -73,6 +79,10 @@ fn clean_directories(root: &Path, topics: &HashMap<&str, &TopicRow>) -> Result<u
     let mut max_generation = 0;
     let topics_dir = topics_root(root);
     for (name, path) in list_dir(&topics_dir)? {
+        if !path.is_dir() {
+            tracing::warn!(path = %path.display(), "unexpected file among the topic directories; ignored");
+            continue;
+        }
         let Some(topic) = topics.get(name.as_str()) else {
             tracing::warn!(
                 dir = %path.display(),
@@ -82,7 +92,7 @@ fn clean_directories(root: &Path, topics: &HashMap<&str, &TopicRow>) -> Result<u
             continue;
         };
         for (generation_name, generation_path) in list_dir(&path)? {
-            match parse_generation(&generation_name) {
+            match parse_generation(&generation_name).filter(|_| generation_path.is_dir()) {
                 Some(generation) if generation == topic.generation => {}
                 Some(generation) => {
                     max_generation = max_generation.max(generation);

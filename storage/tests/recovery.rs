@@ -231,12 +231,24 @@ fn stray_directories_are_deleted() {
     std::fs::create_dir_all(&stray_generation).unwrap();
     std::fs::create_dir_all(&stray_topic).unwrap();
     std::fs::write(stray_topic.join("00000000000000000000.log"), b"x").unwrap();
+    std::fs::write(dir.path().join("topics/notes.txt"), b"not a topic").unwrap();
+    std::fs::write(dir.path().join("topics/t/README"), b"not a generation").unwrap();
     let store = open(dir.path(), tiny_config());
     assert!(!stray_generation.exists());
     assert!(!dir.path().join("topics/ghost").exists());
     assert_eq!(store.topics().len(), 1);
+    assert!(dir.path().join("topics/notes.txt").exists(), "foreign files are left alone");
     check_records(&read_all(&store.topic("t").unwrap()), 0, 50);
     // A new generation never reuses a number seen on disk.
     let created = store.create_topic("other", uid(2), 0).unwrap();
     assert!(created.dir().ends_with("1000"), "{}", created.dir().display());
+}
+
+#[test]
+fn a_topic_name_that_could_escape_the_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 10);
+    sql(dir.path(), "UPDATE topics SET name = '../escape'");
+    let result = storage::Store::open(dir.path(), tiny_config());
+    assert!(matches!(result, Err(Error::CorruptMeta { .. })), "{result:?}");
 }
