@@ -58,6 +58,28 @@ pub struct AppendSummary {
     pub next_offset: u64,
 }
 
+/// Records stored in a log whose keys are not indexed yet: what [`LocalCopy::append_log`] hands to
+/// [`LocalCopy::index_appended`].
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// The key generation the records belong to.
+    pub generation: u64,
+    /// Whether this is the live copy (whose index position moves), not a refresh's new copy.
+    pub live: bool,
+    /// Records newly stored.
+    pub n_appended: u64,
+    /// Records dropped because the log already held their offsets.
+    pub n_duplicates: u64,
+    /// Offset of the first newly stored record.
+    pub first_new_offset: u64,
+    /// The log end after the append.
+    pub next_offset: u64,
+    /// When the records became durable (ms since the epoch).
+    pub durable_ms: u64,
+}
+
 /// A page of records read from one view.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -130,9 +152,9 @@ impl LocalCopy {
     }
 
     /// Appends a batch from the broker to the live copy of `topic` (created on first use with `uid`),
-    /// then indexes the new records' keys and moves the position in one SQLite transaction. The batch's
-    /// records are checked and stored verbatim; records the copy already holds are dropped by offset.
-    /// `on_record` sees every newly stored record, after it is durable.
+    /// then indexes the new records' keys and moves the position in one SQLite transaction: both halves
+    /// of [`LocalCopy::append_log`] and [`LocalCopy::index_appended`]. `on_record` sees every newly stored
+    /// record, after it is durable.
     pub fn append(
         &self,
         topic: &str,
@@ -140,6 +162,15 @@ impl LocalCopy {
         records: &[u8],
         on_record: impl FnMut(&RecordView<'_>),
     ) -> Result<AppendSummary, Error> {
+        let appended = self.append_log(topic, uid, records)?;
+        self.index_appended(&appended, records, on_record)
+    }
+
+    /// The first half of an append: stores the batch's records verbatim (checked, durable) in the live log
+    /// of `topic`, created on first use with `uid`. Records the copy already holds are dropped by offset.
+    /// Until [`LocalCopy::index_appended`] runs, the records are in the log but not in the key index, which
+    /// lets the caller overlap indexing with the next append; a crash in between is repaired at start.
+    pub fn append_log(&self, topic: &str, uid: TopicUid, records: &[u8]) -> Result<Appended, Error> {
         let view = match self.view(topic) {
             Some(view) => view,
             None => self.create_topic(topic, uid, first_offset(topic, records)?)?,
@@ -150,7 +181,33 @@ impl LocalCopy {
                 what: format!("records of uid {uid} while the local copy has uid {}", view.log.uid()),
             });
         }
-        append_and_index(&self.db, &view.log, topic, view.generation, records, true, on_record)
+        append_to_log(&view.log, &view.name, view.generation, true, records)
+    }
+
+    /// The second half of an append: writes the keys of the newly stored records of `records` into the
+    /// generation they were appended for and, for the live copy, moves the index position, in one SQLite
+    /// transaction. `on_record` sees every newly stored record.
+    pub fn index_appended(
+        &self,
+        appended: &Appended,
+        records: &[u8],
+        mut on_record: impl FnMut(&RecordView<'_>),
+    ) -> Result<AppendSummary, Error> {
+        let summary = AppendSummary {
+            n_appended: appended.n_appended,
+            n_duplicates: appended.n_duplicates,
+            bytes_appended: 0,
+            first_new_offset: appended.first_new_offset,
+            next_offset: appended.next_offset,
+        };
+        if appended.n_appended == 0 {
+            return Ok(summary);
+        }
+        let topic = &*appended.topic;
+        let (keys, bytes_appended) = collect_keys(topic, records, appended.first_new_offset, &mut on_record)?;
+        let position = appended.live.then_some(appended.next_offset);
+        self.db.index_records(topic, appended.generation, keys, position)?;
+        Ok(AppendSummary { bytes_appended, ..summary })
     }
 
     /// Reads up to `max_records` records of `topic` from `from`, from one consistent view. An offset below
@@ -202,8 +259,9 @@ impl LocalCopy {
         })
     }
 
-    /// Runs a read against the live view of `topic`, taking the view again if a refresh swapped it out
-    /// in the middle (the old log then answers "closed"). `Ok(None)` means the topic is unknown.
+    /// Runs a read against the live view of `topic`. If the read fails and a refresh swapped the view out
+    /// meanwhile (the old log is closed and its files deleted), the read is run again on the new view, so a
+    /// swap is never seen as an error. `Ok(None)` means the topic is unknown.
     fn with_current_view<T>(
         &self,
         topic: &str,
@@ -214,22 +272,21 @@ impl LocalCopy {
             let Some(view) = self.view(topic) else {
                 return Ok(None);
             };
-            match read(&view) {
+            let error = match read(&view) {
                 Ok(value) => return Ok(Some(value)),
-                Err(ViewError::Storage(source))
-                    if matches!(*source, storage::Error::Closed { .. }) && attempt < SWAP_RETRIES =>
-                {
-                    attempt += 1
-                }
-                Err(ViewError::Storage(source)) => {
-                    return Err(Error::Storage {
-                        context: "reading the local copy",
-                        topic: topic.to_string(),
-                        source,
-                    });
-                }
-                Err(ViewError::Other(error)) => return Err(error),
+                Err(error) => error,
+            };
+            let swapped = self.view(topic).is_some_and(|current| !Arc::ptr_eq(&current.log, &view.log));
+            if swapped && attempt < SWAP_RETRIES {
+                attempt += 1;
+                continue;
             }
+            return Err(match error {
+                ViewError::Storage(source) => {
+                    Error::Storage { context: "reading the local copy", topic: topic.to_string(), source }
+                }
+                ViewError::Other(error) => error,
+            });
         }
     }
 
@@ -284,36 +341,29 @@ fn first_offset(topic: &str, records: &[u8]) -> Result<u64, Error> {
     }
 }
 
-/// Appends `records` to `log` and writes the keys of the newly stored ones into `generation`; for the live
-/// copy (`live`) the topic's index position moves in the same transaction.
-pub(crate) fn append_and_index(
-    db: &Db,
+/// Appends `records` to `log` (durable once this returns) for key generation `generation`.
+pub(crate) fn append_to_log(
     log: &storage::Log,
-    topic: &str,
+    topic: &Arc<str>,
     generation: u64,
-    records: &[u8],
     live: bool,
-    mut on_record: impl FnMut(&RecordView<'_>),
-) -> Result<AppendSummary, Error> {
+    records: &[u8],
+) -> Result<Appended, Error> {
     let outcome = log.append_records(records).map_err(|source| Error::Storage {
         context: "appending records",
         topic: topic.to_string(),
         source: Box::new(source),
     })?;
-    let first_new_offset = outcome.next_offset - outcome.n_appended;
-    let summary = AppendSummary {
+    Ok(Appended {
+        topic: topic.clone(),
+        generation,
+        live,
         n_appended: outcome.n_appended,
         n_duplicates: outcome.n_duplicates,
-        bytes_appended: 0,
-        first_new_offset,
+        first_new_offset: outcome.next_offset - outcome.n_appended,
         next_offset: outcome.next_offset,
-    };
-    if outcome.n_appended == 0 {
-        return Ok(summary);
-    }
-    let (keys, bytes_appended) = collect_keys(topic, records, first_new_offset, &mut on_record)?;
-    db.index_records(topic, generation, keys, live.then_some(outcome.next_offset))?;
-    Ok(AppendSummary { bytes_appended, ..summary })
+        durable_ms: now_ms(),
+    })
 }
 
 /// The latest offset of each key among the records at or above `from_offset`, and their byte count.

@@ -6,9 +6,11 @@
 //! drops the replacement, `app.sqlite` drops the shadow keys, and the pending request makes the next
 //! connection ask for the refresh again. This module owns that life cycle; the network is `sync.rs`'s.
 
+use std::sync::Arc;
+
 use protocol::{RecordView, TopicUid};
 
-use crate::copy::{AppendSummary, LocalCopy, TopicView, append_and_index};
+use crate::copy::{AppendSummary, Appended, LocalCopy, TopicView, append_to_log};
 use crate::db::RefreshStart;
 use crate::error::Error;
 use crate::now_ms;
@@ -89,22 +91,18 @@ impl LocalCopy {
         records: &[u8],
         on_record: impl FnMut(&RecordView<'_>),
     ) -> Result<AppendSummary, Error> {
-        let summary = append_and_index(
-            &self.db,
-            refresh.replacement.log(),
-            &refresh.topic,
-            refresh.start.generation,
-            records,
-            false,
-            on_record,
-        )?;
-        refresh.n_records += summary.n_appended;
-        Ok(summary)
+        let appended = self.append_refresh_log(refresh, records)?;
+        self.index_appended(&appended, records, on_record)
     }
 
-    /// The new copy's log end so far.
-    pub fn refresh_next_offset(&self, refresh: &Refresh) -> u64 {
-        refresh.replacement.log().next_offset()
+    /// Appends a batch to the new copy's log only; [`LocalCopy::index_appended`] indexes it into the
+    /// shadow generation.
+    pub fn append_refresh_log(&self, refresh: &mut Refresh, records: &[u8]) -> Result<Appended, Error> {
+        let topic: Arc<str> = Arc::from(refresh.topic.as_str());
+        let appended =
+            append_to_log(refresh.replacement.log(), &topic, refresh.start.generation, false, records)?;
+        refresh.n_records += appended.n_appended;
+        Ok(appended)
     }
 
     /// Swaps the new copy in: the storage replacement becomes the topic's log, one SQLite transaction

@@ -10,14 +10,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use client::{Consumer, ConsumerConfig, Event};
 use protocol::frame::{Batch, ErrorFrame, Ready, Reset, StartPosition, TopicStart, Welcome};
 use protocol::{ALL_TOPICS, RecordView, TopicUid};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::app::SyncStatus;
-use crate::copy::{AppendSummary, LocalCopy, READ_CHUNK_BYTES, READ_CHUNK_RECORDS};
+use crate::copy::{AppendSummary, Appended, LocalCopy, READ_CHUNK_BYTES, READ_CHUNK_RECORDS};
 use crate::error::Error;
 use crate::handler::{HandlerItem, HandlerQueue};
 use crate::metrics::{Metrics, TopicLabel};
@@ -131,6 +133,7 @@ impl SyncLoop {
                     let ended = session.run(welcome, &mut commands, &mut shutdown).await;
                     let made_progress =
                         session.n_events > 0 || started.elapsed() > self.settings.reconnect_max_backoff;
+                    session.settle().await;
                     session.abandon_refreshes().await;
                     self.metrics.broker_connected.set(0);
                     match ended {
@@ -218,11 +221,35 @@ struct Session<'s> {
     refreshes: HashMap<String, Refresh>,
     /// Events handled on this connection.
     n_events: u64,
+    /// The batch whose keys are being indexed.
+    pending: Option<PendingIndex>,
+}
+
+/// A batch stored in the log whose keys are being indexed on the blocking pool.
+struct PendingIndex {
+    /// Topic of the batch.
+    topic: String,
+    /// The records, for the handler.
+    records: Bytes,
+    /// Records below this offset are not handed to the handler.
+    handler_from: u64,
+    /// What the append did.
+    appended: Appended,
+    /// The index transaction.
+    task: JoinHandle<Result<AppendSummary, Error>>,
 }
 
 impl<'s> Session<'s> {
     fn new(sync: &'s SyncLoop, consumer: Consumer, epoch: u64) -> Self {
-        Session { sync, consumer, epoch, uids: HashMap::new(), refreshes: HashMap::new(), n_events: 0 }
+        Session {
+            sync,
+            consumer,
+            epoch,
+            uids: HashMap::new(),
+            refreshes: HashMap::new(),
+            n_events: 0,
+            pending: None,
+        }
     }
 
     async fn run(
@@ -255,6 +282,11 @@ impl<'s> Session<'s> {
                     None => commands_open = false,
                 },
                 () = self.sync.queue.changed() => {}
+                indexed = wait_for_index(&mut self.pending), if self.pending.is_some() => {
+                    if let Some(pending) = self.pending.take() {
+                        self.complete(pending, indexed).await?;
+                    }
+                }
                 event = self.consumer.next_event() => {
                     self.n_events += 1;
                     self.on_event(event?).await?;
@@ -264,6 +296,10 @@ impl<'s> Session<'s> {
     }
 
     async fn on_event(&mut self, event: Event) -> Result<(), Error> {
+        // Everything but a batch (a refresh's start or end above all) acts on a fully indexed copy.
+        if !matches!(event, Event::Batch(_)) {
+            self.finish_pending().await?;
+        }
         match event {
             Event::Batch(batch) => self.on_batch(batch).await,
             Event::Reset(reset) => self.on_reset(reset).await,
@@ -297,65 +333,105 @@ impl<'s> Session<'s> {
         Ok(())
     }
 
+    /// Stores a batch (durable), then starts indexing its keys on the blocking pool; the index of the
+    /// previous batch is committed first, so positions only move forward. Indexing batch N while batch
+    /// N+1 is received and appended keeps the disk and SQLite busy at the same time.
     async fn on_batch(&mut self, batch: Batch) -> Result<(), Error> {
         let Batch { topic, end_offset, records, .. } = batch;
         self.sync.status.set_broker_end(&topic, end_offset);
         let copy = self.sync.copy.clone();
-        let (summary, handler_from, ack_to, handled_to) =
-            if let Some(mut refresh) = self.refreshes.remove(&topic) {
-                let bytes = records.clone();
-                let (refresh, appended) = tokio::task::spawn_blocking(move || {
-                    let appended = copy.append_refresh(&mut refresh, &bytes, |_| {});
-                    (refresh, appended)
-                })
-                .await?;
-                let summary = appended?;
-                let next = self.sync.copy.refresh_next_offset(&refresh);
-                let handler_from = refresh.handler_from.max(summary.first_new_offset);
-                self.sync.status.refresh_progress(&topic, refresh.n_records());
-                self.refreshes.insert(topic.clone(), refresh);
-                (summary, handler_from, next, None)
-            } else {
-                let Some(uid) = self.uid_of(&topic) else {
-                    return Err(Error::Unexpected {
-                        topic,
-                        what: "records for a topic it never announced".into(),
-                    });
-                };
-                let metrics = self.sync.metrics.clone();
-                let (name, bytes) = (topic.clone(), records.clone());
-                let appended = tokio::task::spawn_blocking(move || {
-                    let mut now_s = None;
-                    copy.append(&name, uid, &bytes, |view: &RecordView<'_>| {
-                        let now = *now_s.get_or_insert_with(|| now_ms() as f64 / 1000.0);
-                        let latency = (now - view.timestamp_ms() as f64 / 1000.0).max(0.0);
-                        metrics.end_to_end_latency.observe(latency);
-                    })
-                })
-                .await?;
-                let summary = match appended {
-                    Ok(summary) => summary,
-                    Err(error) => return Err(self.refresh_after_bad_batch(&topic, error).await),
-                };
-                self.update_lag(&topic, Some(summary.next_offset));
-                (summary, summary.first_new_offset, summary.next_offset, Some(summary.next_offset))
+        let (appended, handler_from) = if let Some(mut refresh) = self.refreshes.remove(&topic) {
+            let bytes = records.clone();
+            let (refresh, appended) = tokio::task::spawn_blocking(move || {
+                let appended = copy.append_refresh_log(&mut refresh, &bytes);
+                (refresh, appended)
+            })
+            .await?;
+            let handler_from = refresh.handler_from;
+            self.sync.status.refresh_progress(&topic, refresh.n_records());
+            self.refreshes.insert(topic.clone(), refresh);
+            let appended = appended?;
+            let handler_from = handler_from.max(appended.first_new_offset);
+            (appended, handler_from)
+        } else {
+            let Some(uid) = self.uid_of(&topic) else {
+                return Err(Error::Unexpected {
+                    topic,
+                    what: "records for a topic it never announced".into(),
+                });
             };
+            let (name, bytes) = (topic.clone(), records.clone());
+            match tokio::task::spawn_blocking(move || copy.append_log(&name, uid, &bytes)).await? {
+                Ok(appended) => {
+                    let first_new_offset = appended.first_new_offset;
+                    (appended, first_new_offset)
+                }
+                Err(error) => return Err(self.refresh_after_bad_batch(&topic, error).await),
+            }
+        };
+        self.finish_pending().await?;
+        let (copy, metrics) = (self.sync.copy.clone(), self.sync.metrics.clone());
+        let (bytes, job) = (records.clone(), appended.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let durable_s = job.durable_ms as f64 / 1000.0;
+            // Refresh records are old by design; only live ones say how long ROOT to here takes.
+            let live = job.live;
+            copy.index_appended(&job, &bytes, |view: &RecordView<'_>| {
+                if live {
+                    let latency = durable_s - view.timestamp_ms() as f64 / 1000.0;
+                    metrics.end_to_end_latency.observe(latency.max(0.0));
+                }
+            })
+        });
+        self.pending = Some(PendingIndex { topic, records, handler_from, appended, task });
+        Ok(())
+    }
+
+    /// Waits for the batch being indexed, if any, then hands it on (handler queue or ack).
+    async fn finish_pending(&mut self) -> Result<(), Error> {
+        let Some(mut pending) = self.pending.take() else {
+            return Ok(());
+        };
+        let indexed = (&mut pending.task).await;
+        self.complete(pending, indexed).await
+    }
+
+    /// A batch is durable and indexed: count it, then queue it for the handler or acknowledge it.
+    async fn complete(
+        &mut self,
+        pending: PendingIndex,
+        indexed: Result<Result<AppendSummary, Error>, tokio::task::JoinError>,
+    ) -> Result<(), Error> {
+        let summary = indexed??;
+        let PendingIndex { topic, records, handler_from, appended, .. } = pending;
         self.count(&topic, &summary);
+        if appended.live {
+            self.update_lag(&topic, Some(summary.next_offset));
+        }
         if self.sync.handler_wants_records {
             let item = HandlerItem {
                 epoch: self.epoch,
-                topic: Arc::from(topic.as_str()),
+                topic: appended.topic.clone(),
                 records,
                 from_offset: handler_from,
-                ack_to,
-                handled_to,
+                ack_to: summary.next_offset,
+                handled_to: appended.live.then_some(summary.next_offset),
             };
             self.sync.queue.push(item).await?;
         } else {
-            self.consumer.ack(&topic, ack_to).await?;
+            self.consumer.ack(&topic, summary.next_offset).await?;
         }
         self.check_caught_up();
         Ok(())
+    }
+
+    /// Lets the batch being indexed finish without acknowledging it, when the connection is gone.
+    async fn settle(&mut self) {
+        if let Some(pending) = self.pending.take()
+            && let Ok(Err(error)) = pending.task.await
+        {
+            tracing::error!(topic = pending.topic, %error, "indexing failed; it is repaired at the next start");
+        }
     }
 
     /// A batch the copy cannot take (a gap, another uid) means this copy and the broker disagree: the
@@ -419,7 +495,19 @@ impl<'s> Session<'s> {
         let next_offset = view.log.next_offset();
         self.update_lag(&topic, Some(next_offset));
         self.sync.status.set_ready();
-        if !self.sync.handler_wants_records {
+        // The broker commits a refresh only on an ACK after READY, so one is always sent; with a handler it
+        // goes through the queue, behind the refresh's records still being handled.
+        if self.sync.handler_wants_records {
+            let item = HandlerItem {
+                epoch: self.epoch,
+                topic: view.name.clone(),
+                records: Bytes::new(),
+                from_offset: next_offset,
+                ack_to: next_offset,
+                handled_to: None,
+            };
+            self.sync.queue.push(item).await?;
+        } else {
             self.consumer.ack(&topic, next_offset).await?;
         }
         Ok(())
@@ -497,6 +585,16 @@ impl<'s> Session<'s> {
             tracing::info!("caught up with the broker; ready");
             self.sync.status.set_ready();
         }
+    }
+}
+
+/// Waits for the batch being indexed; never completes when there is none (its select branch is off then).
+async fn wait_for_index(
+    pending: &mut Option<PendingIndex>,
+) -> Result<Result<AppendSummary, Error>, tokio::task::JoinError> {
+    match pending {
+        Some(pending) => (&mut pending.task).await,
+        None => std::future::pending().await,
     }
 }
 

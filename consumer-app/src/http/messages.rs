@@ -25,7 +25,7 @@ pub struct TopicSummary {
     pub uid: String,
     /// Offset of the first record held.
     pub first_offset: u64,
-    /// Offset the next record will have: the copy holds everything below it.
+    /// The copy holds every record below this offset, durable and readable.
     pub next_offset: u64,
     /// Number of records held.
     pub records: u64,
@@ -53,7 +53,7 @@ pub async fn list_topics(State(state): State<AppState>) -> Json<Vec<TopicSummary
         .views()
         .into_iter()
         .map(|view| {
-            let (first_offset, next_offset) = (view.log.log_start(), view.log.next_offset());
+            let (first_offset, next_offset) = (view.log.log_start(), view.log.readable_offset());
             TopicSummary {
                 topic: view.name.to_string(),
                 uid: view.log.uid().to_string(),

@@ -48,7 +48,7 @@ pub struct TopicStats {
     pub first_offset: Option<u64>,
     /// Offset of the last record held, if any.
     pub last_offset: Option<u64>,
-    /// The copy's position: it holds every record below this offset.
+    /// The copy's position: every record below this offset is durable and readable.
     pub position: u64,
     /// The broker's log end, from its latest BATCH, if known.
     pub broker_end_offset: Option<u64>,
@@ -126,16 +126,18 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiErro
     for view in state.copy.views() {
         let log_stats = view.log.stats();
         let broker_end = state.status.broker_end(&view.name);
-        let held = log_stats.next_offset > log_stats.log_start;
+        // What readers can see: with durable appends, a record is readable once it is on disk.
+        let (start, position) = (log_stats.log_start, log_stats.readable_offset);
+        let held = position > start;
         let topic = TopicStats {
             uid: log_stats.uid.to_string(),
-            records: log_stats.next_offset - log_stats.log_start,
+            records: position - start,
             bytes: log_stats.size_bytes,
-            first_offset: held.then_some(log_stats.log_start),
-            last_offset: held.then(|| log_stats.next_offset - 1),
-            position: log_stats.next_offset,
+            first_offset: held.then_some(start),
+            last_offset: held.then(|| position - 1),
+            position,
             broker_end_offset: broker_end,
-            lag: broker_end.map(|end| end.saturating_sub(log_stats.next_offset)),
+            lag: broker_end.map(|end| end.saturating_sub(position)),
             segments: log_stats.n_segments,
             last_timestamp_ms: log_stats.last_timestamp_ms,
             last_refresh_ms: last_refresh.get(&*view.name).copied().flatten(),
