@@ -1,0 +1,236 @@
+//! Smoke tests of `relay-bench` as a user runs it: the in-process `storage` scenario and short process
+//! scenarios against the real `broker`, `consumer-app` and `registry` binaries of this workspace (built
+//! here with the same profile if needed), each checked through the `report.json` it writes, plus a run
+//! interrupted with SIGINT that must leave no process behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `relay-bench` binary under test.
+const BENCH: &str = env!("CARGO_BIN_EXE_relay-bench");
+
+/// The directory holding the relay binaries: `RELAY_BENCH_BIN_DIR` if set, otherwise the directory of
+/// `relay-bench` itself after building the binaries there (a no-op when they are up to date).
+fn relay_bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("RELAY_BENCH_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let dir = Path::new(BENCH).parent().expect("relay-bench has a directory").to_path_buf();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
+    let mut build = Command::new(env!("CARGO"));
+    build.current_dir(workspace).args(["build", "-p", "broker", "-p", "consumer-app", "-p", "registry"]);
+    if dir.file_name().is_some_and(|name| name == "release") {
+        build.arg("--release");
+    }
+    let output = build.output().expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "the relay binaries must build for the process scenarios:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for binary in ["broker", "consumer-app", "registry"] {
+        assert!(dir.join(binary).is_file(), "{} is missing after the build", dir.join(binary).display());
+    }
+    dir
+}
+
+/// Runs `relay-bench` with `args` (plus `--out`, `--quiet` and `--bin-dir`) and a time limit.
+fn bench(out: &Path, bin_dir: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(BENCH);
+    command.args(args).arg("--out").arg(out).arg("--bin-dir").arg(bin_dir).args([
+        "--quiet",
+        "--timeout",
+        "3m",
+    ]);
+    let output = command.output().expect("relay-bench runs");
+    assert!(
+        output.status.success(),
+        "relay-bench {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The one run folder of `scenario` under `out` and its parsed `report.json`.
+fn report(out: &Path, scenario: &str) -> (PathBuf, Value) {
+    let runs: Vec<PathBuf> = std::fs::read_dir(out)
+        .expect("the results folder exists")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with(scenario)))
+        .collect();
+    assert_eq!(runs.len(), 1, "one {scenario} run folder in {}: {runs:?}", out.display());
+    let text = std::fs::read_to_string(runs[0].join("report.json")).expect("report.json is written");
+    (runs[0].clone(), serde_json::from_str(&text).expect("report.json is JSON"))
+}
+
+/// The value of the figure whose name starts with `prefix`.
+fn figure(report: &Value, prefix: &str) -> f64 {
+    let figures = report["figures"].as_array().expect("figures");
+    let found = figures
+        .iter()
+        .find(|figure| figure["name"].as_str().is_some_and(|name| name.starts_with(prefix)))
+        .unwrap_or_else(|| panic!("no figure {prefix:?} in {figures:#?}"));
+    found["value"].as_f64().expect("a numeric value")
+}
+
+/// Checks what every report has: the machine, figures with units, and the plot.
+fn check_common(run_dir: &Path, report: &Value, scenario: &str) {
+    assert_eq!(report["scenario"], scenario);
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(!report["machine"]["cpu_model"].as_str().unwrap().is_empty());
+    assert!(report["machine"]["memory_bytes"].as_u64().unwrap() > 0);
+    for figure in report["figures"].as_array().unwrap() {
+        assert!(figure["name"].is_string() && figure["unit"].is_string() && figure["value"].is_number());
+    }
+    let svg = std::fs::read_to_string(run_dir.join("plot.svg")).expect("plot.svg is written");
+    assert!(svg.starts_with("<svg") && (svg.contains("polyline") || svg.contains("circle")));
+    assert!(!run_dir.join("data").exists(), "data is removed without --keep");
+}
+
+/// Whether process `pid` still exists (a zombie counts as gone).
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Waits until none of `pids` exists.
+fn assert_all_gone(pids: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pids.iter().any(|pid| alive(*pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<u64> = pids.iter().copied().filter(|pid| alive(*pid)).collect();
+    assert!(left.is_empty(), "processes left running: {left:?}");
+}
+
+/// The PIDs of every process in the report but the bench itself.
+fn child_pids(report: &Value) -> Vec<u64> {
+    report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|process| process["name"] != "relay-bench")
+        .map(|process| process["pid"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn storage_scenario_reports_appends_reads_and_latency() {
+    let out = tempfile::tempdir().unwrap();
+    let output = bench(
+        out.path(),
+        Path::new("unused"),
+        &["storage", "--count", "3000", "--duration", "5s", "--sizes", "100,1K", "--segment-bytes", "64K"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("append 100 B, no flush") && stdout.contains("machine:"), "{stdout}");
+    let (run_dir, report) = report(out.path(), "storage");
+    check_common(&run_dir, &report, "storage");
+    for prefix in [
+        "append 100 B, no flush: records/s",
+        "append 100 B, flush: records/s",
+        "append 1024 B, no flush: MB/s",
+        "append 1024 B, flush: MB/s",
+        "read 100 B sealed: records/s",
+        "read + CRC check 1024 B sealed: records/s",
+    ] {
+        assert!(figure(&report, prefix) > 0.0, "{prefix}");
+    }
+    let latencies = report["latencies"].as_array().unwrap();
+    assert_eq!(latencies.len(), 4);
+    for latency in latencies {
+        assert_eq!(latency["count"].as_u64().unwrap(), 30, "3000 records in batches of 100");
+        let p50 = latency["p50_us"].as_u64().unwrap();
+        let p99 = latency["p99_us"].as_u64().unwrap();
+        assert!(p50 >= 1 && p50 <= p99 && p99 <= latency["max_us"].as_u64().unwrap());
+        assert!(latency["p90_us"].is_u64() && latency["p999_us"].is_u64());
+    }
+    let with_target =
+        report["figures"].as_array().unwrap().iter().filter(|figure| figure["target"].is_object());
+    assert!(with_target.count() >= 3);
+}
+
+#[test]
+fn fanout_and_refresh_drive_the_real_binaries_and_stop_them() {
+    let bin_dir = relay_bin_dir();
+    let out = tempfile::tempdir().unwrap();
+    bench(out.path(), &bin_dir, &["fanout", "--consumers", "20", "--count", "300", "--inject-batch", "50"]);
+    let (run_dir, fanout) = report(out.path(), "fanout");
+    check_common(&run_dir, &fanout, "fanout");
+    assert_eq!(figure(&fanout, "consumers connected"), 20.0);
+    assert_eq!(figure(&fanout, "consumers that received every record"), 20.0);
+    assert!(figure(&fanout, "deliveries") > 0.0);
+    assert_eq!(fanout["latencies"][0]["count"].as_u64().unwrap(), 20 * 300);
+    assert!(run_dir.join("logs").join("root.log").is_file());
+    let pids = child_pids(&fanout);
+    assert_eq!(pids.len(), 1, "{:#?}", fanout["processes"]);
+    assert_all_gone(&pids);
+
+    bench(out.path(), &bin_dir, &["refresh", "--count", "3000", "--size", "1K", "--inject-batch", "1000"]);
+    let (run_dir, refresh) = report(out.path(), "refresh");
+    check_common(&run_dir, &refresh, "refresh");
+    assert!(figure(&refresh, "full refresh into the consumer-app") > 0.0);
+    assert!(figure(&refresh, "initial catch-up into the consumer-app") > 0.0);
+    let names: Vec<&str> =
+        refresh["processes"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, vec!["root", "consumer-app", "relay-bench"]);
+    for process in refresh["processes"].as_array().unwrap() {
+        assert!(process["cpu_seconds"].as_f64().unwrap() >= 0.0);
+        assert!(process["peak_rss_mib"].as_f64().unwrap() > 0.0);
+    }
+    assert_all_gone(&child_pids(&refresh));
+}
+
+#[test]
+fn an_interrupted_run_stops_every_process_it_started() {
+    let bin_dir = relay_bin_dir();
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BENCH)
+        .args(["fanout", "--consumers", "5", "--count", "1000000", "--inject-batch", "10", "--quiet"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The broker is running once its log names its addresses; its PID is a child of the bench.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let children_path = format!("/proc/{0}/task/{0}/children", child.id());
+    let mut broker_pids: Vec<u64> = Vec::new();
+    while broker_pids.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let started = std::fs::read_dir(out.path()).into_iter().flatten().flatten().any(|run| {
+            std::fs::read_to_string(run.path().join("logs/root.log"))
+                .is_ok_and(|log| log.contains("broker started"))
+        });
+        if started {
+            let children = std::fs::read_to_string(&children_path).unwrap_or_default();
+            broker_pids = children.split_whitespace().filter_map(|pid| pid.parse().ok()).collect();
+        }
+    }
+    assert!(!broker_pids.is_empty(), "the broker did not start within a minute");
+    // SAFETY: kill only sends a signal to the bench process this test started and has not waited for.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "relay-bench did not stop within 30 s of SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "an interrupted run fails");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_all_gone(&broker_pids);
+}
