@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 
 /// Refresh outcomes as stored in `refreshes.outcome`.
 const OUTCOME_RUNNING: &str = "running";
+/// Set just before the storage swap: a crash now may leave either copy in the segment log.
+const OUTCOME_SWAPPING: &str = "swapping";
 const OUTCOME_COMPLETED: &str = "completed";
 const OUTCOME_ABANDONED: &str = "abandoned";
 
@@ -377,9 +379,22 @@ impl Db {
         rows.collect::<Result<_, _>>().map_err(sqlite("listing pending refreshes"))
     }
 
+    /// Notes that the storage swap of a refresh is about to happen. Until the generation switch commits,
+    /// a crash may leave the new log with the old index, and [`Db::recover`] says so.
+    pub fn mark_swapping(&self, refresh_id: i64) -> Result<(), Error> {
+        let conn = lock(&self.writer);
+        conn.execute(
+            "UPDATE refreshes SET outcome = ?2 WHERE id = ?1",
+            params![refresh_id, OUTCOME_SWAPPING],
+        )
+        .map_err(sqlite("marking a refresh swap"))?;
+        Ok(())
+    }
+
     /// Cleans up after an unclean stop, before anything else runs: key rows of any generation that is not
-    /// live go, and refreshes still marked running become abandoned. Returns the topics whose refresh was
-    /// interrupted: their segment log may already be the new copy, so the caller re-indexes them.
+    /// live go, and refreshes still running become abandoned. Returns the topics whose refresh stopped in
+    /// the middle of its swap: their segment log may already be the new copy, so the caller re-indexes
+    /// them. A refresh stopped while still receiving left the old log in place and needs nothing.
     pub fn recover(&self, now_ms: u64) -> Result<Vec<String>, Error> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(sqlite("recovering app.sqlite"))?;
@@ -393,13 +408,13 @@ impl Db {
                 .prepare("SELECT DISTINCT topic FROM refreshes WHERE outcome = ?1 ORDER BY topic")
                 .map_err(sqlite("recovering app.sqlite"))?;
             let rows = stmt
-                .query_map([OUTCOME_RUNNING], |row| row.get(0))
+                .query_map([OUTCOME_SWAPPING], |row| row.get(0))
                 .map_err(sqlite("recovering app.sqlite"))?;
             rows.collect::<Result<_, _>>().map_err(sqlite("recovering app.sqlite"))?
         };
         tx.execute(
-            "UPDATE refreshes SET outcome = ?1, finished_ms = ?2 WHERE outcome = ?3",
-            params![OUTCOME_ABANDONED, now_ms as i64, OUTCOME_RUNNING],
+            "UPDATE refreshes SET outcome = ?1, finished_ms = ?2 WHERE outcome IN (?3, ?4)",
+            params![OUTCOME_ABANDONED, now_ms as i64, OUTCOME_RUNNING, OUTCOME_SWAPPING],
         )
         .map_err(sqlite("recovering app.sqlite"))?;
         tx.commit().map_err(sqlite("recovering app.sqlite"))?;
@@ -522,7 +537,7 @@ mod tests {
     }
 
     #[test]
-    fn recovery_drops_shadow_keys_and_reports_interrupted_refreshes() {
+    fn recovery_drops_shadow_keys_and_reports_interrupted_swaps() {
         let dir = tempfile::tempdir().unwrap();
         let live_generation;
         {
@@ -534,12 +549,18 @@ mod tests {
             db.index_records("prices", start.generation, [(&b"NEW"[..], 0)], None).unwrap();
         }
         let db = Db::open(&db_path(dir.path())).unwrap();
-        assert_eq!(db.recover(300).unwrap(), vec!["prices".to_string()]);
+        // Stopped while receiving: the old log is certainly live, nothing to re-index.
+        assert!(db.recover(300).unwrap().is_empty());
         assert_eq!(db.pending_refreshes().unwrap(), vec!["prices".to_string()]);
         assert_eq!(db.refreshes(1).unwrap()[0].outcome, "abandoned");
         assert_eq!(db.key_offset("prices", live_generation, b"OLD").unwrap(), Some(0));
         assert_eq!(db.key_offset("prices", live_generation + 1, b"NEW").unwrap(), None);
         assert!(db.recover(400).unwrap().is_empty());
+        // Stopped in the middle of a swap: the log may be either copy.
+        let start = db.begin_refresh("prices", TopicUid(1), 500).unwrap();
+        db.mark_swapping(start.refresh_id).unwrap();
+        assert_eq!(db.recover(600).unwrap(), vec!["prices".to_string()]);
+        assert!(db.recover(700).unwrap().is_empty());
     }
 
     #[test]

@@ -110,6 +110,7 @@ impl LocalCopy {
     /// lock for the few milliseconds this takes rather than see one half swapped.
     pub fn commit_refresh(&self, refresh: Refresh) -> Result<TopicView, Error> {
         let Refresh { topic, uid, replacement, start, n_records, handled_to_after, .. } = refresh;
+        self.db.mark_swapping(start.refresh_id)?;
         let mut views = self.views.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let log = self.store.commit_replace(replacement).map_err(|source| Error::Storage {
             context: "committing a refresh",

@@ -177,3 +177,25 @@ fn a_refresh_can_create_a_topic() {
     assert_eq!(copy.view("fresh").unwrap().log.next_offset(), 5);
     assert!(copy.latest_by_key("fresh", b"k4").unwrap().unwrap().is_some());
 }
+
+#[test]
+fn a_lost_app_database_is_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let copy = open_copy(dir.path());
+        copy.append(
+            "prices",
+            UID,
+            &records(0..50, |offset| (format!("k{}", offset % 10), format!("v{offset}"))),
+            |_| {},
+        )
+        .unwrap();
+    }
+    for name in ["app.sqlite", "app.sqlite-wal", "app.sqlite-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(name));
+    }
+    let copy = open_copy(dir.path());
+    assert_eq!(value_of(&copy.latest_by_key("prices", b"k3").unwrap().unwrap().unwrap()), "v43");
+    let row = copy.db().topic("prices").unwrap().unwrap();
+    assert_eq!((row.uid, row.indexed_to, row.handled_to), (UID, 50, 0));
+}
