@@ -195,10 +195,12 @@ fn append_case(
         Figure::new(&format!("append {label}: records/s"), records_per_s, "records/s"),
         Figure::new(&format!("append {label}: MB/s"), mb_per_s(bytes, elapsed), "MB/s"),
     ];
-    if size <= 100 {
+    // The design's append targets are for the engine's own speed; with a flush per batch the disk's sync
+    // time dominates, so those figures are shown without a target.
+    if size <= 100 && !flush {
         figures[0] = figures[0].clone().with_target(Target::at_least(2_000_000.0, ">= 2,000,000 records/s"));
     }
-    if size >= 1024 {
+    if size >= 1024 && !flush {
         figures[1] = figures[1].clone().with_target(Target::at_least(1_000.0, ">= 1 GB/s (1,000 MB/s)"));
     }
     let mut notes = Vec::new();
