@@ -116,9 +116,9 @@ impl SyncStatus {
         self.connected.load(Ordering::SeqCst)
     }
 
-    /// The copy is ready to serve from now on.
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::SeqCst);
+    /// The copy is ready to serve from now on; returns whether it was not before.
+    pub fn set_ready(&self) -> bool {
+        !self.ready.swap(true, Ordering::SeqCst)
     }
 
     /// Whether the copy is ready to serve.

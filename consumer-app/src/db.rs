@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS refreshes (
     n_records INTEGER NOT NULL DEFAULT 0,
     outcome TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS app_state (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pending_refreshes (
     topic TEXT PRIMARY KEY,
     requested_ms INTEGER NOT NULL
@@ -419,6 +423,24 @@ impl Db {
         .map_err(sqlite("recovering app.sqlite"))?;
         tx.commit().map_err(sqlite("recovering app.sqlite"))?;
         Ok(interrupted)
+    }
+
+    /// Remembers that the copy has been ready (caught up with a broker, or completed a refresh) once.
+    pub fn set_ready_once(&self) -> Result<(), Error> {
+        let conn = lock(&self.writer);
+        conn.execute("INSERT OR REPLACE INTO app_state (name, value) VALUES ('ready_once', '1')", [])
+            .map_err(sqlite("remembering readiness"))?;
+        Ok(())
+    }
+
+    /// Whether the copy has ever been ready: then it serves at start, before the broker answers.
+    pub fn ready_once(&self) -> Result<bool, Error> {
+        let conn = lock(&self.reader);
+        conn.query_row("SELECT COUNT(*) FROM app_state WHERE name = 'ready_once'", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map(|n| n > 0)
+        .map_err(sqlite("reading readiness"))
     }
 
     /// Drops the row and keys of a topic that no longer has a local log.

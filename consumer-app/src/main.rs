@@ -75,6 +75,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let copy = Arc::new(copy);
     let metrics = Arc::new(Metrics::new());
     let status = Arc::new(SyncStatus::default());
+    // A copy that was complete once serves at start, even while the broker is out of reach.
+    if copy.db().ready_once()? {
+        status.set_ready();
+    }
 
     let handler: Arc<dyn MessageHandler> = match config.handler {
         HandlerKind::Store => Arc::new(StoreHandler),

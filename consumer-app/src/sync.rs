@@ -263,7 +263,7 @@ impl<'s> Session<'s> {
             self.sync.status.set_broker_end(&position.topic, position.end_offset);
             self.update_lag(&position.topic, None);
         }
-        self.check_caught_up();
+        self.check_caught_up().await;
         let mut commands_open = true;
         loop {
             for (topic, next_offset) in self.sync.queue.take_done(self.epoch) {
@@ -421,7 +421,7 @@ impl<'s> Session<'s> {
         } else {
             self.consumer.ack(&topic, summary.next_offset).await?;
         }
-        self.check_caught_up();
+        self.check_caught_up().await;
         Ok(())
     }
 
@@ -478,7 +478,7 @@ impl<'s> Session<'s> {
         self.sync.status.set_broker_end(&topic, end_offset);
         let Some(refresh) = self.refreshes.remove(&topic) else {
             tracing::debug!(topic, "READY without a refresh in progress");
-            self.sync.status.set_ready();
+            self.mark_ready().await;
             return Ok(());
         };
         if refresh.uid() != uid {
@@ -494,7 +494,7 @@ impl<'s> Session<'s> {
         self.sync.metrics.refreshes.get_or_create(&TopicLabel::new(&topic)).inc();
         let next_offset = view.log.next_offset();
         self.update_lag(&topic, Some(next_offset));
-        self.sync.status.set_ready();
+        self.mark_ready().await;
         // The broker commits a refresh only on an ACK after READY, so one is always sent; with a handler it
         // goes through the queue, behind the refresh's records still being handled.
         if self.sync.handler_wants_records {
@@ -573,8 +573,21 @@ impl<'s> Session<'s> {
         }
     }
 
+    /// Marks the copy ready, and remembers it in `app.sqlite` so a restart without a broker still serves
+    /// the copy it has.
+    async fn mark_ready(&self) {
+        if self.sync.status.set_ready() {
+            let db = self.sync.copy.db().clone();
+            match tokio::task::spawn_blocking(move || db.set_ready_once()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "cannot remember readiness"),
+                Err(error) => tracing::warn!(%error, "cannot remember readiness"),
+            }
+        }
+    }
+
     /// Marks the copy ready once every topic the broker told of is held up to the broker's end.
-    fn check_caught_up(&self) {
+    async fn check_caught_up(&self) {
         if self.sync.status.is_ready() || !self.refreshes.is_empty() {
             return;
         }
@@ -583,7 +596,7 @@ impl<'s> Session<'s> {
         });
         if caught_up {
             tracing::info!("caught up with the broker; ready");
-            self.sync.status.set_ready();
+            self.mark_ready().await;
         }
     }
 }

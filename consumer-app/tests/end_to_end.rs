@@ -59,7 +59,18 @@ async fn five_records_end_to_end() {
 
     app.stop().await;
     common::check_copy(data.path(), "prices", 5);
+
+    // With the broker gone, a restarted app still serves its copy, and says it is ready.
+    let broker_addr = broker.consumers;
     broker.stop().await;
+    let app = AppProcess::start(broker_addr, data.path(), &[("CONSUMER_TOPICS", "prices")]).await;
+    assert_eq!(app.get("/ready").await.0, 200);
+    let (status, aapl) = app.get("/api/v1/topics/prices/keys/AAPL").await;
+    assert_eq!((status, aapl["offset"].as_u64()), (200, Some(0)));
+    let (_, stats) = app.get("/api/v1/stats").await;
+    assert_eq!(stats["connection"]["connected"], false);
+    assert_eq!(stats["topics"]["prices"]["records"].as_u64(), Some(5));
+    app.stop().await;
 }
 
 /// What the webhook server saw, and how it answers: per key, how many calls fail before one succeeds.
