@@ -2,6 +2,7 @@
 //! with defaults in code, parsed by clap and then validated so that a bad value ends the process with one
 //! readable line. This module owns parsing and validation only; it starts nothing.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +67,21 @@ impl Level {
         }
     }
 
+    /// The level with this wire number, if any.
+    pub fn from_u8(level: u8) -> Option<Level> {
+        [Level::Root, Level::L2, Level::L3, Level::Pos, Level::Local].into_iter().find(|l| l.as_u8() == level)
+    }
+
+    /// The level one up, where this level's parents live; `None` for ROOT.
+    pub fn parent(self) -> Option<Level> {
+        Level::from_u8(self.as_u8().checked_sub(1)?)
+    }
+
+    /// The level one down, where this level's children live; `None` for LOCAL.
+    pub fn child(self) -> Option<Level> {
+        Level::from_u8(self.as_u8() + 1)
+    }
+
     /// The level's name as operators write it.
     pub fn name(self) -> &'static str {
         match self {
@@ -92,8 +108,8 @@ pub enum FlushMode {
 /// Every setting of a running broker.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// This node's level in the tree.
-    #[arg(long, env = "BROKER_LEVEL", value_enum, default_value = "root")]
+    /// This node's level in the tree (any case: `root`, `L2`, `Pos`...).
+    #[arg(long, env = "BROKER_LEVEL", value_enum, ignore_case = true, default_value = "root")]
     pub level: Level,
 
     /// This node's id, unique in the tree.
@@ -189,6 +205,54 @@ pub struct Config {
     #[arg(long, env = "BROKER_TEST_DATA_DIR")]
     pub test_data_dir: Option<PathBuf>,
 
+    /// The registry's base URL (`http://host:port`); without one the broker does not register, and a
+    /// child needs `--parent-url` or a cached topology to find its parent.
+    #[arg(long, env = "BROKER_REGISTRY_URL")]
+    pub registry_url: Option<String>,
+
+    /// Token sent to the registry as `Authorization: Bearer`; empty means none.
+    #[arg(long, env = "BROKER_REGISTRY_TOKEN", default_value = "", hide_env_values = true)]
+    pub registry_token: String,
+
+    /// Labels given to the registry, `key=value` pairs separated by commas (`region=eu,store=12`); a
+    /// parent's labels must agree with the child's.
+    #[arg(long, env = "BROKER_LABELS", default_value = "", value_parser = parse_labels)]
+    pub labels: Labels,
+
+    /// The `host:port` children and tools should use for the HTTP API (default: the bound address).
+    #[arg(long, env = "BROKER_ADVERTISE_HTTP")]
+    pub advertise_http: Option<String>,
+
+    /// The `host:port` consumers should use for the TCP consumer server (default: the bound address).
+    #[arg(long, env = "BROKER_ADVERTISE_TCP")]
+    pub advertise_tcp: Option<String>,
+
+    /// A parent this node would like; the registry honours it when it is alive, one level up and
+    /// label-compatible.
+    #[arg(long, env = "BROKER_PREFERRED_PARENT")]
+    pub preferred_parent: Option<String>,
+
+    /// A fixed parent HTTP address (`host:port` or `http://host:port`), for setups without a registry.
+    /// When set, the pipe always connects there; a registry, if any, only records this node.
+    #[arg(long, env = "BROKER_PARENT")]
+    pub parent_url: Option<String>,
+
+    /// Token this node presents in its pipe HELLO to the parent; empty means `--token`'s value.
+    #[arg(long, env = "BROKER_PARENT_TOKEN", default_value = "", hide_env_values = true)]
+    pub parent_token: String,
+
+    /// Interval of the pipe's PINGs to the parent; a parent silent for three intervals is dropped.
+    #[arg(long, env = "BROKER_PIPE_HEARTBEAT", default_value = "1s", value_parser = parse_duration)]
+    pub pipe_heartbeat: Duration,
+
+    /// Most records in one BATCH frame to a child broker (bytes are bounded by `--batch-max-bytes`).
+    #[arg(long, env = "BROKER_PIPE_BATCH_MAX_RECORDS", default_value_t = 1000)]
+    pub pipe_batch_max_records: usize,
+
+    /// Longest wait between two attempts to reach a parent (the wait doubles from 100ms, with jitter).
+    #[arg(long, env = "BROKER_PIPE_RECONNECT_MAX", default_value = "5s", value_parser = parse_duration)]
+    pub pipe_reconnect_max: Duration,
+
     /// Log as JSON lines instead of text (the filter comes from `RUST_LOG`).
     #[arg(long, env = "BROKER_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
@@ -243,7 +307,53 @@ impl Config {
         if self.retention_check_interval.is_zero() {
             return Err("--retention-check-interval must be more than zero".to_string());
         }
+        self.validate_tree()
+    }
+
+    /// Checks the settings of registration and the pipe.
+    fn validate_tree(&self) -> Result<(), String> {
+        if let Some(url) = &self.registry_url
+            && (!url.starts_with("http://") || url.len() <= "http://".len())
+        {
+            return Err(format!("--registry-url must be an http:// URL, got {url:?}"));
+        }
+        if self.level == Level::Root && self.parent_url.is_some() {
+            return Err("--parent-url is for child nodes; ROOT has no parent".to_string());
+        }
+        if let Some(parent) = &self.parent_url
+            && parent_host_port(parent).is_none()
+        {
+            return Err(format!("--parent-url must be host:port or http://host:port, got {parent:?}"));
+        }
+        for (name, value) in
+            [("--advertise-http", &self.advertise_http), ("--advertise-tcp", &self.advertise_tcp)]
+        {
+            if let Some(value) = value
+                && (value.is_empty() || value.len() > 256 || value.contains(char::is_whitespace))
+            {
+                return Err(format!("{name} must be a host:port without spaces, got {value:?}"));
+            }
+        }
+        if self.pipe_heartbeat < Duration::from_millis(10) || self.pipe_heartbeat > Duration::from_secs(600) {
+            return Err("--pipe-heartbeat must be between 10ms and 10m".to_string());
+        }
+        if self.pipe_batch_max_records == 0 || self.pipe_batch_max_records > 100_000 {
+            return Err("--pipe-batch-max-records must be between 1 and 100000".to_string());
+        }
+        if self.pipe_reconnect_max < Duration::from_millis(100) {
+            return Err("--pipe-reconnect-max must be at least 100ms".to_string());
+        }
         Ok(())
+    }
+
+    /// The token this node presents to its parent.
+    pub fn token_for_parent(&self) -> &str {
+        if self.parent_token.is_empty() { &self.token } else { &self.parent_token }
+    }
+
+    /// The level of this node's parent, or `None` for ROOT.
+    pub fn parent_level(&self) -> Option<Level> {
+        self.level.parent()
     }
 
     /// A configuration with every default, for the given data directory, listening on 127.0.0.1 port 0.
@@ -255,6 +365,44 @@ impl Config {
         config.consumer_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config
     }
+}
+
+/// A node's labels, such as `region` and `store`, sorted by key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(pub BTreeMap<String, String>);
+
+/// Parses labels written as `key=value` pairs separated by commas; the empty string is no labels.
+pub fn parse_labels(text: &str) -> Result<Labels, String> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|pair| !pair.is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!("label {pair:?} is not key=value"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if key.is_empty() || key.len() > 128 || value.len() > 128 {
+            return Err(format!("label {pair:?} needs a key of 1 to 128 bytes and a value of at most 128"));
+        }
+        if labels.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(format!("label {key:?} is given twice"));
+        }
+    }
+    if labels.len() > 32 {
+        return Err(format!("{} labels given; the registry takes at most 32", labels.len()));
+    }
+    Ok(Labels(labels))
+}
+
+/// The `host:port` of a parent address written as `host:port`, `http://host:port` or `ws://host:port`
+/// (a trailing `/` is allowed); `None` if it is something else.
+pub fn parent_host_port(text: &str) -> Option<&str> {
+    let text = text.trim();
+    let rest = ["http://", "ws://"].iter().find_map(|scheme| text.strip_prefix(scheme)).unwrap_or(text);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let valid = !rest.is_empty()
+        && !rest.contains(['/', '?', '#'])
+        && !rest.contains(char::is_whitespace)
+        && rest.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    valid.then_some(rest)
 }
 
 /// Parses a byte size: a number with an optional `K`, `M`, `G` (or `KiB`, `MiB`, `GiB`) binary suffix.
@@ -351,6 +499,36 @@ mod tests {
         config.batch_max_bytes = config.max_frame_bytes;
         let message = config.validate().unwrap_err();
         assert!(message.contains("--batch-max-bytes") && !message.contains('\n'));
+    }
+
+    #[test]
+    fn tree_settings() {
+        let cli = Cli::try_parse_from([
+            "broker",
+            "--level",
+            "L3",
+            "--labels",
+            "region=eu, store=12",
+            "--parent-url",
+            "http://127.0.0.1:8080/",
+        ])
+        .unwrap();
+        assert_eq!(cli.config.level, Level::L3);
+        assert_eq!(cli.config.labels.0.get("store").map(String::as_str), Some("12"));
+        cli.config.validate().unwrap();
+        assert_eq!(parent_host_port(cli.config.parent_url.as_deref().unwrap()), Some("127.0.0.1:8080"));
+        assert_eq!(Level::Pos.parent(), Some(Level::L3));
+        assert_eq!(Level::Root.parent(), None);
+        assert_eq!(Level::Local.child(), None);
+        assert!(parse_labels("region").is_err());
+        assert!(parse_labels("a=1,a=2").is_err());
+        assert_eq!(parse_labels("").unwrap(), Labels::default());
+        assert!(parent_host_port("ftp://x:1").is_none());
+        assert!(parent_host_port("host").is_none());
+        let root_with_parent = Cli::try_parse_from(["broker", "--parent-url", "127.0.0.1:1"]).unwrap();
+        assert!(root_with_parent.config.validate().unwrap_err().contains("ROOT"));
+        let bad_registry = Cli::try_parse_from(["broker", "--registry-url", "registry:8500"]).unwrap();
+        assert!(bad_registry.config.validate().unwrap_err().contains("--registry-url"));
     }
 
     #[test]

@@ -135,6 +135,9 @@ pub struct Cursor {
     pub attached: Option<Attached>,
     /// For a waiting topic, where to start once it exists.
     pub pending_start: StartPosition,
+    /// For a waiting topic, the uid of the copy the client holds (unknown if none): if the topic appears
+    /// with another uid, the client gets a full refresh.
+    pub client_uid: TopicUid,
     /// The next offset to send.
     pub next_send: u64,
     /// The latest offset the client acknowledged (`next_offset` of its last ACK).
@@ -171,6 +174,7 @@ impl Cursor {
             topic,
             attached: None,
             pending_start: start,
+            client_uid: TopicUid::UNKNOWN,
             next_send: 0,
             acked: 0,
             in_flight: VecDeque::new(),

@@ -50,6 +50,44 @@ pub enum Error {
     /// A server's I/O failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The HTTP client for the registry could not be built.
+    #[error("cannot build the registry client: {0}")]
+    RegistryClient(reqwest::Error),
+}
+
+/// What can go wrong talking to the registry. None of it stops the broker: registration retries, and the
+/// pipe falls back on the cached topology.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry could not be reached or did not answer in time.
+    #[error("the registry at {url} is unreachable: {source}")]
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// The registry does not know this node (it lost its state, or expired and forgot it): re-register.
+    #[error("the registry does not know this node")]
+    UnknownNode,
+    /// The registry refused the request.
+    #[error("the registry refused {what} with status {status}: {body}")]
+    Refused {
+        /// The request, such as "register".
+        what: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// The answer's body, shortened.
+        body: String,
+    },
+    /// The registry's answer could not be read.
+    #[error("the registry's answer to {what} could not be read: {source}")]
+    BadAnswer {
+        /// The request.
+        what: &'static str,
+        /// Why.
+        source: reqwest::Error,
+    },
 }
 
 /// An HTTP failure: a status and a JSON body `{"error": "<kind>", "detail": "<what exactly>"}`.

@@ -1,7 +1,8 @@
 //! One broker for every level of the relay tree. At ROOT it takes new records over HTTP and gives them
 //! offsets; at every level it stores topics in the `storage` engine and pushes them to TCP consumers, with
-//! group offsets, full refresh, heartbeats and bounded memory. The pipe to a parent and to children, and
-//! registration with the registry, plug in beside these servers.
+//! group offsets, full refresh, heartbeats and bounded memory. Below ROOT, the pipe (`pipe/`) copies the
+//! parent's topics verbatim over a WebSocket, and every node registers with the registry
+//! (`registration.rs`), which tells it where its parent is.
 //!
 //! [`run`] (or [`Broker::bind`] then [`Broker::run`], which lets a caller learn the bound addresses)
 //! starts everything; `main.rs` only parses the command line and wires signals.
@@ -9,6 +10,7 @@
 //! Architecture invariant: the broker writes segment files only through `storage`, and every byte a
 //! consumer receives is framed by `protocol`.
 
+pub mod backoff;
 pub mod config;
 pub mod connection;
 pub mod consumers;
@@ -20,10 +22,12 @@ pub mod http;
 pub mod members;
 pub mod metrics;
 pub mod node;
+pub mod pipe;
+pub mod registration;
 mod server;
 pub mod session;
 
 pub use config::{Cli, Config, Level};
-pub use error::{ApiError, Error};
+pub use error::{ApiError, Error, RegistryError};
 pub use node::{Node, Shutdown};
 pub use server::{Broker, run};

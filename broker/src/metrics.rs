@@ -25,6 +25,15 @@ pub struct GroupLabels {
     pub topic: String,
 }
 
+/// Labels of a per-child, per-topic metric.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChildLabels {
+    /// The child broker's node id.
+    pub child: String,
+    /// The topic name.
+    pub topic: String,
+}
+
 /// Labels of the connection gauge.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -58,8 +67,19 @@ pub struct Metrics {
     /// Seconds from a record's ROOT timestamp to its delivery from this node, observed once per batch for
     /// the batch's last record.
     pub delivery_latency: Histogram,
-    /// The pipe to the parent: 1 connected, 0 not (always 0 on ROOT and until the pipe exists).
+    /// The pipe to the parent: 1 streaming, 0 not (always 0 on ROOT).
     pub pipe_connected: Gauge,
+    /// Links to a parent that ended and were tried again.
+    pub pipe_reconnects: Counter,
+    /// Records received from the parent (duplicates included).
+    pub pipe_records_received: Counter,
+    /// Record bytes received from the parent.
+    pub pipe_bytes_received: Counter,
+    /// Full refreshes started by the parent.
+    pub pipe_refreshes: Counter,
+    /// Per connected child and topic, records stored here that the child has not acknowledged (refreshed
+    /// at scrape time).
+    pub child_lag: Family<ChildLabels, Gauge>,
     /// Frames refused with an ERROR frame, any connection.
     pub protocol_errors: Counter,
 }
@@ -80,6 +100,11 @@ impl Metrics {
         // From 100 microseconds to about 100 seconds.
         let delivery_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 21));
         let pipe_connected = Gauge::default();
+        let pipe_reconnects = Counter::default();
+        let pipe_records_received = Counter::default();
+        let pipe_bytes_received = Counter::default();
+        let pipe_refreshes = Counter::default();
+        let child_lag = Family::<ChildLabels, Gauge>::default();
         let protocol_errors = Counter::default();
         registry.register("records_in", "Records stored by ingest or the pipe", records_in.clone());
         registry.register("bytes_in", "Record bytes stored by ingest or the pipe", bytes_in.clone());
@@ -107,7 +132,28 @@ impl Metrics {
             "Time from a record's ROOT timestamp to its delivery from this node",
             delivery_latency.clone(),
         );
-        registry.register("pipe_connected", "1 while the pipe to the parent is up", pipe_connected.clone());
+        registry.register("pipe_connected", "1 while the pipe to the parent streams", pipe_connected.clone());
+        registry.register(
+            "pipe_reconnects",
+            "Links to a parent that ended and were retried",
+            pipe_reconnects.clone(),
+        );
+        registry.register(
+            "pipe_records_received",
+            "Records received from the parent, duplicates included",
+            pipe_records_received.clone(),
+        );
+        registry.register(
+            "pipe_bytes_received",
+            "Record bytes received from the parent",
+            pipe_bytes_received.clone(),
+        );
+        registry.register("pipe_refreshes", "Full refreshes started by the parent", pipe_refreshes.clone());
+        registry.register(
+            "child_lag",
+            "Records stored here that a connected child has not acknowledged",
+            child_lag.clone(),
+        );
         registry.register("protocol_errors", "ERROR frames sent to peers", protocol_errors.clone());
         Metrics {
             registry,
@@ -122,6 +168,11 @@ impl Metrics {
             storage_bytes,
             delivery_latency,
             pipe_connected,
+            pipe_reconnects,
+            pipe_records_received,
+            pipe_bytes_received,
+            pipe_refreshes,
+            child_lag,
             protocol_errors,
         }
     }

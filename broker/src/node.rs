@@ -1,6 +1,7 @@
 //! The state one broker shares between its servers and background tasks: configuration, the store, group
-//! offsets, group membership, metrics and the shutdown signal. This module owns their construction and
-//! the shutdown signal; each part's behaviour lives in its own module.
+//! offsets, group membership, metrics, its place in the tree (parent candidates, the registry client, the
+//! pipe's state) and the shutdown signal. This module owns their construction and the shutdown signal;
+//! each part's behaviour lives in its own module.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -13,6 +14,8 @@ use crate::error::Error;
 use crate::groups::GroupOffsets;
 use crate::members::Members;
 use crate::metrics::Metrics;
+use crate::pipe::PipeState;
+use crate::registration::{Placement, RegistryClient};
 
 /// The shared state of one broker.
 #[derive(Debug)]
@@ -29,6 +32,12 @@ pub struct Node {
     pub metrics: Metrics,
     /// Fires once when the broker starts stopping.
     pub shutdown: Shutdown,
+    /// The parent candidates this node knows (fixed, from the registry, or cached on disk).
+    pub placement: Placement,
+    /// The registry client, when `--registry-url` is set.
+    pub registry: Option<RegistryClient>,
+    /// The state of the pipe to the parent.
+    pub pipe: PipeState,
     /// When the broker started, for uptime.
     pub started: Instant,
 }
@@ -47,6 +56,12 @@ impl Node {
         }
         let store = Store::open(&config.data_dir, log_config(&config))?;
         let groups = GroupOffsets::open(&config.data_dir)?;
+        let registry = match &config.registry_url {
+            Some(url) => Some(RegistryClient::new(url, &config.registry_token, &config.node_id)?),
+            None => None,
+        };
+        let placement = Placement::open(&config);
+        let pipe = PipeState::new(config.level == crate::config::Level::Root);
         Ok(Node {
             config,
             store: Arc::new(store),
@@ -54,6 +69,9 @@ impl Node {
             members: Members::new(),
             metrics: Metrics::new(),
             shutdown: Shutdown::new(),
+            placement,
+            registry,
+            pipe,
             started: Instant::now(),
         })
     }
@@ -61,6 +79,12 @@ impl Node {
     /// Whether this node is ROOT, the only one that accepts new data.
     pub fn is_root(&self) -> bool {
         self.config.level == crate::config::Level::Root
+    }
+
+    /// Whether this node serves its copy: ROOT always; a child once its pipe streams, or while it holds
+    /// a copy of at least one topic from before (a cached copy, served while the parent is unreachable).
+    pub fn is_serving(&self) -> bool {
+        self.is_root() || self.pipe.is_streaming() || !self.store.topics().is_empty()
     }
 }
 

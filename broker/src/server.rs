@@ -1,6 +1,7 @@
-//! Starting and stopping a broker: bind the listeners, open the node, run the HTTP API, the consumer
-//! server and the timers (group commits, storage flushes, retention), and on shutdown stop accepting,
-//! let sessions send SHUTTING_DOWN, then flush group offsets and storage and close.
+//! Starting and stopping a broker: bind the listeners, open the node, run the HTTP API (with the pipe
+//! endpoint), the consumer server, the pipe client (below ROOT), registration (with a registry) and the
+//! timers (group commits, storage flushes, retention), and on shutdown stop accepting, let sessions send
+//! SHUTTING_DOWN, stop the pipe client, deregister, then flush group offsets and storage and close.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +18,9 @@ use crate::node::Node;
 
 /// How long the HTTP server may take to finish open requests at shutdown.
 const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the pipe client and registration may take to stop at shutdown.
+const TREE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A broker with its listeners bound, ready to run.
 #[derive(Debug)]
@@ -79,13 +83,25 @@ impl Broker {
         let timers = start_timers(&node);
         let http = {
             let signal = node.shutdown.clone();
-            let app = crate::http::router(Arc::clone(&node));
+            let app =
+                crate::http::router(Arc::clone(&node)).into_make_service_with_connect_info::<SocketAddr>();
             tokio::spawn(async move {
                 axum::serve(http_listener, app)
                     .with_graceful_shutdown(async move { signal.wait().await })
                     .await
             })
         };
+        let mut tree_tasks = vec![tokio::spawn(crate::pipe::run_pipe_client(Arc::clone(&node)))];
+        if let Some(registry) = node.registry.clone() {
+            let (advertised_http, advertised_tcp) = advertised(&node, http_addr, consumer_addr);
+            tracing::info!(registry = %registry.base_url(), %advertised_http, %advertised_tcp, "registering");
+            tree_tasks.push(tokio::spawn(crate::registration::run_registration(
+                Arc::clone(&node),
+                registry,
+                advertised_http,
+                advertised_tcp,
+            )));
+        }
         let consumers =
             {
                 let signal = node.shutdown.clone();
@@ -98,6 +114,11 @@ impl Broker {
             () = node.shutdown.wait() => tracing::info!("shutting down"),
         }
         node.shutdown.trigger();
+        for task in tree_tasks {
+            if tokio::time::timeout(TREE_STOP_TIMEOUT, task).await.is_err() {
+                tracing::warn!("the pipe client or registration did not stop in time");
+            }
+        }
         if let Err(error) = consumers.await {
             tracing::error!(%error, "the consumer server failed");
         }
@@ -115,6 +136,24 @@ impl Broker {
         tracing::info!("broker stopped");
         Ok(())
     }
+}
+
+/// The addresses this node advertises: the configured ones, else the bound ones. A bound unspecified
+/// address (0.0.0.0) is no use to others, so it is advertised with a warning.
+fn advertised(node: &Node, http_addr: SocketAddr, consumer_addr: SocketAddr) -> (String, String) {
+    let config = &node.config;
+    for (flag, configured, bound) in [
+        ("--advertise-http", &config.advertise_http, http_addr),
+        ("--advertise-tcp", &config.advertise_tcp, consumer_addr),
+    ] {
+        if configured.is_none() && bound.ip().is_unspecified() {
+            tracing::warn!(%bound, "advertising an unspecified address; set {flag} to one others can reach");
+        }
+    }
+    (
+        config.advertise_http.clone().unwrap_or_else(|| http_addr.to_string()),
+        config.advertise_tcp.clone().unwrap_or_else(|| consumer_addr.to_string()),
+    )
 }
 
 /// Opens the node, binds, and serves until `shutdown` resolves.

@@ -151,6 +151,8 @@ struct Session {
     group: String,
     /// The client id from HELLO.
     client_id: String,
+    /// Consumer or pipe child, as the transport accepts.
+    role: Role,
     /// One cursor per subscribed topic.
     cursors: Vec<Cursor>,
     /// Topic name -> index in `cursors`.
@@ -206,6 +208,7 @@ impl Session {
             outbound,
             group: String::new(),
             client_id: String::new(),
+            role: Role::Consumer,
             cursors: Vec::new(),
             by_topic: HashMap::new(),
             all_topics: None,
@@ -429,6 +432,11 @@ impl Session {
         let n_cursors = self.cursors.len();
         for step in 0..n_cursors {
             let index = (self.next_cursor + step) % n_cursors;
+            // A replaced log is never read again: its successor is a new copy, sent whole (RESET...READY).
+            if self.cursors[index].attached.as_ref().is_some_and(crate::cursor::Attached::is_closed) {
+                self.reattach(index)?;
+                return Ok(self.control.pop_front().map(Outbound::Frame));
+            }
             if self.cursors[index].ready_due() {
                 return Ok(Some(Outbound::Frame(self.ready(index))));
             }
@@ -437,7 +445,12 @@ impl Session {
             }
             let config = &self.node.config;
             let max_bytes = usize::try_from(config.batch_max_bytes).unwrap_or(usize::MAX);
-            let cut = self.cursors[index].cut_batch(config.batch_max_records, max_bytes);
+            // A child broker appends and flushes a batch at a time, so its batches are larger.
+            let max_records = match self.role {
+                Role::Consumer => config.batch_max_records,
+                Role::Pipe => config.pipe_batch_max_records,
+            };
+            let cut = self.cursors[index].cut_batch(max_records, max_bytes);
             let batch = match cut {
                 Ok(Some(batch)) => batch,
                 Ok(None) => continue,
@@ -537,6 +550,16 @@ impl Session {
         }
         self.control.push_back(frame);
         Ok(())
+    }
+
+    /// Adjusts a resolved start for this session's role: for a pipe child, an offset beyond this node's
+    /// end is not an error but a position to wait at (this node is catching up, or lost an unflushed tail
+    /// that its own parent will send again); the child's copy is ahead and continues once the range exists.
+    fn for_role(&self, begin: Begin) -> Begin {
+        match begin {
+            Begin::OutOfRange { requested, .. } if self.role == Role::Pipe => Begin::At(requested),
+            other => other,
+        }
     }
 
     /// Queues a non-fatal ERROR frame.

@@ -1,7 +1,7 @@
 //! The broker's HTTP API: routes, the JSON and query extractors that turn every malformed request into an
 //! [`ApiError`] JSON body, and the request body limit. Handlers live in one module per area; this module
-//! owns the routing table only. The pipe server (`GET /api/v1/pipe`, a WebSocket running the delivery
-//! session with `Role::Pipe`) belongs here when it is added.
+//! owns the routing table only. The pipe endpoint (`GET /api/v1/pipe`, a WebSocket running the delivery
+//! session with `Role::Pipe`) is routed here and lives in `pipe/server.rs`.
 
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ mod ops;
 mod test_api;
 mod test_sqlite;
 mod topics;
+pub mod tree;
 
 /// The state every handler gets.
 pub type AppState = Arc<Node>;
@@ -38,7 +39,9 @@ pub fn router(node: AppState) -> Router {
         .route("/api/v1/topics/{topic}/records", get(topics::records))
         .route("/api/v1/topics/{topic}/messages", post(ingest::publish))
         .route("/api/v1/groups", get(groups::list))
-        .route("/api/v1/groups/{group}/refresh", post(groups::refresh));
+        .route("/api/v1/groups/{group}/refresh", post(groups::refresh))
+        .route("/api/v1/node", get(tree::describe))
+        .route("/api/v1/pipe", get(crate::pipe::server::endpoint));
     if node.config.test_endpoints {
         router = router
             .route("/test/inject-messages", post(test_api::inject))

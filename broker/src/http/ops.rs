@@ -1,6 +1,6 @@
 //! Operations endpoints: liveness (`/health`), readiness (`/ready`) and Prometheus metrics (`/metrics`).
-//! Gauges that mirror state owned elsewhere (log offsets, storage bytes, group lag) are refreshed here, at
-//! scrape time, so the data paths never pay for them.
+//! Gauges that mirror state owned elsewhere (log offsets, storage bytes, group and child lag) are refreshed
+//! here, at scrape time, so the data paths never pay for them.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use crate::metrics::{GroupLabels, Metrics, gauge_value};
+use crate::metrics::{ChildLabels, GroupLabels, Metrics, gauge_value};
 use crate::node::Node;
 
 /// `GET /health`: 200 while the process is serving HTTP at all.
@@ -22,13 +22,19 @@ pub async fn health(State(node): State<AppState>) -> Response {
     axum::Json(body).into_response()
 }
 
-/// `GET /ready`: 200 while the broker accepts work, 503 once it is shutting down.
+/// `GET /ready`: 200 while the broker serves its copy (ROOT always; a child once its pipe streams, or
+/// while it holds topics from before to serve), 503 before that and once it is shutting down.
 pub async fn ready(State(node): State<AppState>) -> Response {
     if node.shutdown.is_triggered() {
         let body = json!({"error": "shutting_down", "detail": "the broker is shutting down"});
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
-    axum::Json(json!({"status": "ready"})).into_response()
+    if !node.is_serving() {
+        let body = json!({"error": "not_connected",
+            "detail": "no pipe to a parent yet and no copy of any topic to serve"});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
+    axum::Json(json!({"status": "ready", "pipe": node.pipe.snapshot().state})).into_response()
 }
 
 /// `GET /metrics`: every metric in the Prometheus text format.
@@ -59,6 +65,14 @@ fn refresh_gauges(node: &Node) {
             let lag = log.next_offset().saturating_sub(row.committed.next_offset);
             let labels = GroupLabels { group: row.group, topic: row.topic };
             metrics.group_lag.get_or_create(&labels).set(gauge_value(lag));
+        }
+    }
+    // Only connected children are shown, so this family is rebuilt too.
+    metrics.child_lag.clear();
+    for child in super::tree::children(node) {
+        for topic in child.topics {
+            let labels = ChildLabels { child: child.id.clone(), topic: topic.topic };
+            metrics.child_lag.get_or_create(&labels).set(gauge_value(topic.lag));
         }
     }
 }

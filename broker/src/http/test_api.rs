@@ -1,6 +1,6 @@
 //! Test endpoints, served only with `--test-endpoints`: `POST /test/inject-messages` (explicit records, or
 //! a count of generated ones, appended in batches) and `GET /test/stats` (topics, group positions and lag,
-//! connections). `POST /test/load-from-sqlite` lives in `test_sqlite.rs`. Like ingest, injection is for
+//! connections, connected children with their lag, the pipe to the parent). `POST /test/load-from-sqlite` lives in `test_sqlite.rs`. Like ingest, injection is for
 //! ROOT only: any other node's offsets must come from ROOT.
 
 use std::sync::Arc;
@@ -229,6 +229,8 @@ pub async fn stats(State(node): State<AppState>) -> Response {
         "topics": topics,
         "groups": positions(&node),
         "connections": { "count": connections.len(), "list": connections },
+        "children": super::tree::children(&node),
+        "pipe": node.pipe.snapshot(),
     });
     axum::Json(body).into_response()
 }

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use protocol::TopicUid;
 use protocol::frame::{ErrorCode, Frame, StartPosition, TopicAnnounce};
 
 use super::{End, Session};
@@ -38,9 +37,11 @@ impl Session {
         Ok(())
     }
 
-    /// A log was replaced or deleted: attach to its successor, refreshing the client if the history
-    /// changed, or wait for the topic to come back.
-    fn reattach(&mut self, index: usize) -> Result<(), End> {
+    /// A log was replaced or deleted: send the successor whole (RESET, every record, READY), or wait for
+    /// the topic to come back. A replacement is a new copy even under the same uid (this node refreshed
+    /// from its parent), so the client's copy is rebuilt from it too: the refresh propagates down the
+    /// tree, and no one is left mixing records of two copies.
+    pub(super) fn reattach(&mut self, index: usize) -> Result<(), End> {
         let cursor = &mut self.cursors[index];
         let old_uid = cursor.uid();
         match self.node.store.topic(&cursor.topic) {
@@ -48,16 +49,14 @@ impl Session {
                 cursor.attached = None;
                 self.in_flight -= cursor.reposition(0);
                 cursor.pending_start = StartPosition::Earliest;
+                cursor.client_uid = old_uid;
                 let message =
                     format!("topic {:?} was deleted; waiting for it to be created again", cursor.topic);
                 self.queue_error(ErrorCode::UnknownTopic, message)
             }
             Some(log) => {
-                let same_history = log.uid() == old_uid
-                    && cursor.next_send >= log.log_start()
-                    && cursor.next_send <= log.readable_offset();
                 cursor.attached = Some(Attached::new(log, &self.wake));
-                if same_history { Ok(()) } else { self.begin_refresh(index) }
+                self.begin_refresh(index)
             }
         }
     }
@@ -91,7 +90,7 @@ impl Session {
     fn attach_waiting(&mut self, index: usize, log: Arc<storage::Log>) -> Result<(), End> {
         let committed = self.node.groups.committed(&self.group, log.name());
         let pending_refresh = self.node.groups.refresh_pending(&self.group, log.name());
-        let cursor = &mut self.cursors[index];
+        let cursor = &self.cursors[index];
         let start = match cursor.pending_start {
             StartPosition::Latest => StartPosition::Earliest,
             other => other,
@@ -105,9 +104,9 @@ impl Session {
         let begin = if pending_refresh {
             Begin::Refresh
         } else {
-            resolve_start(start, TopicUid::UNKNOWN, &log, committed)
+            self.for_role(resolve_start(start, cursor.client_uid, &log, committed))
         };
-        cursor.attached = Some(Attached::new(log, &self.wake));
+        self.cursors[index].attached = Some(Attached::new(log, &self.wake));
         self.queue(Frame::Topic(announce))?;
         match begin {
             Begin::At(offset) => {

@@ -14,6 +14,7 @@ use protocol::frame::{
 use protocol::{ALL_TOPICS, TopicUid, validate_topic_name};
 
 use super::{End, Outbound, Peer, SILENT_INTERVALS, Session};
+use crate::config::Level;
 use crate::cursor::{Begin, Cursor, resolve_start};
 
 /// The longest client id or group name accepted.
@@ -43,6 +44,7 @@ impl Session {
         };
         self.last_received = tokio::time::Instant::now();
         self.check_hello(&hello, peer)?;
+        self.role = peer.role;
         self.group = hello.group.clone();
         self.client_id = hello.client_id.clone();
         self.node.members.identify(self.connection_id, &self.client_id, &self.group);
@@ -137,13 +139,21 @@ impl Session {
             Role::Consumer if hello.level != LEVEL_CONSUMER => {
                 return bad(format!("a consumer's level must be {LEVEL_CONSUMER}, not {}", hello.level));
             }
-            Role::Pipe if hello.level != self.node.config.level.as_u8() + 1 => {
-                return bad(format!(
-                    "a child of this {} node must be at level {}, not {}",
-                    self.node.config.level.name(),
-                    self.node.config.level.as_u8() + 1,
-                    hello.level
-                ));
+            Role::Pipe if Some(hello.level) != self.node.config.level.child().map(Level::as_u8) => {
+                let claimed =
+                    Level::from_u8(hello.level).map_or_else(|| hello.level.to_string(), |l| l.name().into());
+                let own = self.node.config.level;
+                return bad(match own.child() {
+                    Some(child) => format!(
+                        "level {claimed} cannot be a child of this {} node; its children are {}",
+                        own.name(),
+                        child.name()
+                    ),
+                    None => format!(
+                        "level {claimed} cannot be a child of this {} node, which takes no children",
+                        own.name()
+                    ),
+                });
             }
             _ => {}
         }
@@ -184,7 +194,9 @@ impl Session {
         let Some(log) = self.node.store.topic(topic) else {
             let claim = self.node.members.claim(&self.group, topic, self.connection_id, &self.wake);
             self.by_topic.insert(topic.to_string(), self.cursors.len());
-            self.cursors.push(Cursor::waiting(topic.to_string(), start, claim));
+            let mut cursor = Cursor::waiting(topic.to_string(), start, claim);
+            cursor.client_uid = client_uid;
+            self.cursors.push(cursor);
             positions.push(TopicPosition {
                 topic: topic.to_string(),
                 uid: TopicUid::UNKNOWN,
@@ -197,7 +209,12 @@ impl Session {
         let begin = if self.node.groups.refresh_pending(&self.group, topic) {
             Begin::Refresh
         } else {
-            resolve_start(start, client_uid, &log, self.node.groups.committed(&self.group, topic))
+            self.for_role(resolve_start(
+                start,
+                client_uid,
+                &log,
+                self.node.groups.committed(&self.group, topic),
+            ))
         };
         let start_at = match begin {
             Begin::At(offset) => offset,

@@ -1,6 +1,7 @@
-//! The one shared helper of the broker's integration tests: a real broker started in-process on
-//! 127.0.0.1 port 0 with a temporary data directory, an HTTP client, and consumer helpers built on the
-//! `client` crate. Every wait here is bounded.
+//! The one shared helper of the broker's in-process integration tests: a real broker started in-process on
+//! 127.0.0.1 port 0 with a temporary data directory (or a child broker piped to one), an HTTP client, and
+//! consumer helpers built on the `client` crate. Every wait here is bounded. Tests of the tree as real
+//! processes use `tests/tree/mod.rs` instead.
 
 #![allow(dead_code)]
 
@@ -8,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::config::Config;
+use broker::config::{Config, Level};
 use broker::{Broker, Node};
 use client::{Consumer, ConsumerConfig, Event};
 use protocol::frame::{Batch, StartPosition, TopicPosition, TopicStart, Welcome};
@@ -49,6 +50,19 @@ impl TestBroker {
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         TestBroker::start_in(dir, adjust).await
+    }
+
+    /// A child broker at `level` whose pipe connects to `parent` (a fixed parent, no registry), with a
+    /// short pipe heartbeat.
+    pub async fn start_child(parent: &TestBroker, level: Level, node_id: &str) -> TestBroker {
+        let parent_url = parent.http.to_string();
+        TestBroker::start_with(|config| {
+            config.level = level;
+            config.node_id = node_id.to_string();
+            config.parent_url = Some(parent_url);
+            config.pipe_heartbeat = Duration::from_millis(200);
+        })
+        .await
     }
 
     /// A broker on an existing data directory.
@@ -159,6 +173,19 @@ impl TestBroker {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// Waits (bounded by [`WAIT`]) until `condition` holds, polling every 10 ms; `what` names it on failure.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
