@@ -1,11 +1,9 @@
 //! The consumer-app's configuration: every setting as a flag and as a `CONSUMER_*` environment variable,
 //! with defaults in code, so that one image serves several kinds of consumer through its environment.
 //!
-//! This module parses and checks settings; it starts nothing. The `healthcheck` subcommand lives here too
-//! because it needs nothing but the listen address.
+//! This module parses and checks settings; it starts nothing.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,8 +17,8 @@ use crate::handler::RetryPolicy;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "consumer-app", version, about)]
 pub struct Config {
-    /// The broker's TCP consumer address (host:port).
-    #[arg(long, env = "CONSUMER_BROKER", default_value = "127.0.0.1:9090")]
+    /// The broker's TCP consumer address (host:port); any level of the tree can serve consumers.
+    #[arg(long = "broker-addr", env = "CONSUMER_BROKER_ADDR", default_value = "127.0.0.1:9090")]
     pub broker: String,
 
     /// This consumer's id, sent in HELLO and shown in the broker's consumer list.
@@ -56,7 +54,7 @@ pub struct Config {
     pub segment_bytes: u64,
 
     /// Address the REST API listens on.
-    #[arg(long, env = "CONSUMER_LISTEN", default_value = "0.0.0.0:8090")]
+    #[arg(long = "http-listen", env = "CONSUMER_HTTP_LISTEN", default_value = "0.0.0.0:8090")]
     pub listen: SocketAddr,
 
     /// How many unacknowledged batches the broker may push ahead (1 to 1024).
@@ -111,11 +109,12 @@ pub struct Config {
 /// Subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Exits 0 if the app listening on `--listen` (or on `--addr`) answers `GET /health` with 200.
+    /// Exits 0 if the app answers `GET /health` with a 2xx: a container healthcheck that needs no curl.
     Healthcheck {
-        /// The address to check instead of the listen address (host:port).
+        /// The URL to probe (plain `http://host:port/path`); by default `/health` on the port of
+        /// `--http-listen` at 127.0.0.1.
         #[arg(long)]
-        addr: Option<SocketAddr>,
+        url: Option<String>,
     },
 }
 
@@ -251,37 +250,6 @@ pub enum ConfigExit {
     Invalid(String),
 }
 
-/// Runs the `healthcheck` subcommand: a plain `GET /health` over a std `TcpStream`, with short timeouts,
-/// so that a container healthcheck needs no other tool. Returns whether the app answered 200.
-pub fn healthcheck(listen: SocketAddr, addr: Option<SocketAddr>) -> bool {
-    let mut target = addr.unwrap_or(listen);
-    if target.ip().is_unspecified() {
-        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let timeout = Duration::from_secs(2);
-    let Ok(mut stream) = TcpStream::connect_timeout(&target, timeout) else {
-        return false;
-    };
-    if stream.set_read_timeout(Some(timeout)).is_err() || stream.set_write_timeout(Some(timeout)).is_err() {
-        return false;
-    }
-    let request = format!("GET /health HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    // The status line is all that matters, so a small bounded read is enough.
-    let mut buf = [0u8; 64];
-    let mut filled = 0;
-    while filled < 12 {
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => filled += n,
-        }
-    }
-    let head = String::from_utf8_lossy(&buf[..filled]);
-    head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,13 +299,5 @@ mod tests {
         assert!(parse(&["--heartbeat-ms", "5"]).unwrap().validate().is_err());
         assert!(parse(&["--max-in-flight", "abc"]).is_err());
         assert!(parse(&["--handler", "nope"]).is_err());
-    }
-
-    #[test]
-    fn healthcheck_fails_when_nothing_listens() {
-        // Bind then drop a listener so the port is very likely free and the connection is refused.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        assert!(!healthcheck(addr, None));
     }
 }

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use consumer_app::app::{AppState, SyncStatus};
-use consumer_app::config::{Command, Config, ConfigExit, HandlerKind, healthcheck};
+use consumer_app::config::{Command, Config, ConfigExit, HandlerKind};
 use consumer_app::copy::LocalCopy;
 use consumer_app::handler::{
     Dispatcher, HandlerQueue, LogHandler, MessageHandler, StoreHandler, WebhookHandler,
 };
+use consumer_app::healthcheck;
 use consumer_app::metrics::Metrics;
 use consumer_app::sync::{SyncLoop, SyncSettings};
 use tokio::net::TcpListener;
@@ -34,8 +35,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::Healthcheck { addr }) = config.command {
-        return if healthcheck(config.listen, addr) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    if let Some(Command::Healthcheck { url }) = &config.command {
+        let url = url.clone().unwrap_or_else(|| healthcheck::default_url(config.listen));
+        return match healthcheck::probe(&url, healthcheck::PROBE_TIMEOUT) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("unhealthy: {error}");
+                ExitCode::FAILURE
+            }
+        };
     }
     init_tracing(config.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

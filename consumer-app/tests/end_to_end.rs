@@ -52,7 +52,7 @@ async fn five_records_end_to_end() {
     // The container healthcheck, as the image runs it.
     let healthcheck = std::process::Command::new(env!("CARGO_BIN_EXE_consumer-app"))
         .env_clear()
-        .args(["healthcheck", "--addr", &app.addr.to_string()])
+        .args(["healthcheck", "--url", &format!("http://{}/health", app.addr)])
         .status()
         .unwrap();
     assert!(healthcheck.success());
@@ -179,7 +179,7 @@ fn bad_settings_exit_non_zero_with_one_line() {
         ("CONSUMER_MAX_IN_FLIGHT", "lots"),
         ("CONSUMER_HANDLER", "webhook"),
         ("CONSUMER_TOPICS", "a/b"),
-        ("CONSUMER_LISTEN", "nowhere"),
+        ("CONSUMER_HTTP_LISTEN", "nowhere"),
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_consumer-app"))
             .env_clear()
@@ -193,5 +193,5 @@ fn bad_settings_exit_non_zero_with_one_line() {
     }
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_consumer-app")).arg("--help").output().unwrap();
     assert!(help.status.success());
-    assert!(String::from_utf8(help.stdout).unwrap().contains("CONSUMER_BROKER"));
+    assert!(String::from_utf8(help.stdout).unwrap().contains("CONSUMER_BROKER_ADDR"));
 }

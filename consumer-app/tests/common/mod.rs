@@ -205,9 +205,9 @@ impl AppProcess {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_consumer-app"));
         command
             .env_clear()
-            .env("CONSUMER_BROKER", broker.to_string())
+            .env("CONSUMER_BROKER_ADDR", broker.to_string())
             .env("CONSUMER_DATA_DIR", data_dir)
-            .env("CONSUMER_LISTEN", "127.0.0.1:0")
+            .env("CONSUMER_HTTP_LISTEN", "127.0.0.1:0")
             .env("CONSUMER_LOG_JSON", "true")
             .env("CONSUMER_HEARTBEAT_MS", "500")
             .env("CONSUMER_RECONNECT_BACKOFF_MS", "50")
