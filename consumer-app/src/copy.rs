@@ -136,6 +136,27 @@ impl LocalCopy {
         Ok(LocalCopy { store, db, views: RwLock::new(views) })
     }
 
+    /// Indexes records that are in a live log but not yet in the key index: what a failed index
+    /// transaction leaves behind. The sync loop runs it before every connection; at start, `open` does.
+    pub fn catch_up_index(&self) -> Result<(), Error> {
+        for view in self.views() {
+            let Some(row) = self.db.topic(&view.name)? else { continue };
+            let end = view.log.next_offset();
+            if row.generation == view.generation && row.indexed_to < end {
+                tracing::info!(topic = %view.name, from = row.indexed_to, to = end, "indexing records the index missed");
+                index_range(
+                    &self.db,
+                    &view.log,
+                    view.generation,
+                    row.indexed_to.max(view.log.log_start()),
+                    end,
+                    true,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// The database, for the parts that keep their own rows (dead letters, refresh requests).
     pub fn db(&self) -> &Arc<Db> {
         &self.db

@@ -94,6 +94,12 @@ impl SyncLoop {
         loop {
             // Requests that came while disconnected are already pending in app.sqlite; HELLO asks for them.
             while commands.try_recv().is_ok() {}
+            let copy = self.copy.clone();
+            match tokio::task::spawn_blocking(move || copy.catch_up_index()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "cannot bring the key index up to the log"),
+                Err(error) => tracing::error!(%error, "cannot bring the key index up to the log"),
+            }
             let connected = match self.hello_topics().await {
                 Ok(topics) => {
                     let config = ConsumerConfig {

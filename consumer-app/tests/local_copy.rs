@@ -199,3 +199,16 @@ fn a_lost_app_database_is_rebuilt_from_the_log() {
     let row = copy.db().topic("prices").unwrap().unwrap();
     assert_eq!((row.uid, row.indexed_to, row.handled_to), (UID, 50, 0));
 }
+
+#[test]
+fn records_a_failed_index_left_out_are_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = open_copy(dir.path());
+    copy.append("prices", UID, &records(0..3, |offset| (format!("k{offset}"), "v".into())), |_| {}).unwrap();
+    // Stored, but the index transaction never ran (as if it had failed).
+    copy.append_log("prices", UID, &records(3..6, |offset| (format!("k{offset}"), "v".into()))).unwrap();
+    assert!(copy.latest_by_key("prices", b"k4").unwrap().unwrap().is_none());
+    copy.catch_up_index().unwrap();
+    assert!(copy.latest_by_key("prices", b"k4").unwrap().unwrap().is_some());
+    assert_eq!(copy.db().topic("prices").unwrap().unwrap().indexed_to, 6);
+}
