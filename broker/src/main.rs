@@ -1,6 +1,7 @@
 //! The `broker` binary: parses the command line, sets up logging and signals, and runs the broker (or the
 //! `healthcheck` subcommand). Everything else lives in the library.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use broker::config::{Cli, Command};
@@ -63,10 +64,14 @@ fn clap_exit(error: &clap::Error) -> ExitCode {
     }
 }
 
-/// Text or JSON logs on stderr, filtered by `RUST_LOG` (default `info`).
+/// Text or JSON logs on stderr, filtered by `RUST_LOG` (default `info`). Colours only on a terminal, so
+/// that log files and collectors get plain text.
 fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if json {
         builder.json().init();
     } else {

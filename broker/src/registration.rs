@@ -124,13 +124,17 @@ impl Placement {
 
     /// Takes the parent and alternates of a registry answer, unless the parent is fixed. Returns the
     /// topology to cache if the candidates changed.
+    ///
+    /// An answer naming no candidate at all (a registry that just lost its state and has not heard from
+    /// the parents yet, or every parent down) does not erase the ones known: retrying them is the best
+    /// this node can do until the registry names another.
     pub fn apply(&self, node_id: &str, assignment: &Assignment) -> Option<CachedTopology> {
         let parent = assignment.parent.as_ref().map(RegistryNode::parent_ref);
         let alternates: Vec<ParentRef> = assignment.alternates.iter().map(RegistryNode::parent_ref).collect();
         let mut state = self.lock();
         state.registry_reachable = true;
         state.registry_error = None;
-        if state.source == PlacementSource::Fixed {
+        if state.source == PlacementSource::Fixed || (parent.is_none() && alternates.is_empty()) {
             return None;
         }
         let changed = state.source != PlacementSource::Registry
@@ -187,6 +191,7 @@ pub async fn find_parent(node: &Node, failed: &mut Vec<String>) -> Option<Parent
         match registry.parent(failed).await {
             Ok(assignment) => {
                 if let Some(parent) = assignment.parent.as_ref().map(RegistryNode::parent_ref) {
+                    tracing::info!(parent = %parent.id, excluded = ?failed, "the registry named another parent");
                     save(node, node.placement.apply(&node.config.node_id, &assignment)).await;
                     return Some(parent);
                 }

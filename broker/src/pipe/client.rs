@@ -15,7 +15,8 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use protocol::WireError;
 use protocol::frame::{
-    Ack, Batch, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, Hello, PROTOCOL_VERSION, Ping, Role, Welcome,
+    Ack, Batch, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, Hello, PROTOCOL_VERSION, Ping, Role,
+    StartPosition, Welcome,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -204,6 +205,15 @@ impl Link<'_> {
     /// HELLO, WELCOME, then the stream.
     async fn run(&mut self, copy: &mut LocalCopy) -> LinkEnd {
         let config = &self.node.config;
+        let topics = copy.hello_topics();
+        let resume_from = topics
+            .iter()
+            .filter_map(|topic| match topic.start {
+                StartPosition::Offset(offset) => Some(format!("{}@{offset}", topic.topic)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         let hello = Hello {
             version: PROTOCOL_VERSION,
             role: Role::Pipe,
@@ -212,7 +222,7 @@ impl Link<'_> {
             group: config.node_id.clone(),
             token: config.token_for_parent().to_string(),
             max_in_flight: 0,
-            topics: copy.hello_topics(),
+            topics,
         };
         if let Err(end) = self.send(Frame::Hello(hello)).await {
             return end;
@@ -228,7 +238,7 @@ impl Link<'_> {
         self.node.pipe.streaming();
         self.node.metrics.pipe_connected.set(1);
         tracing::info!(parent = %self.parent.id, addr = %self.parent.http_addr, topics = welcome.topics.len(),
-            "the pipe is streaming from the parent");
+            %resume_from, "the pipe is streaming from the parent");
         self.stream(copy).await
     }
 
