@@ -2,8 +2,11 @@
 //! [`Consumer::next_event`], which also answers the broker's PINGs and notices a silent broker. One small
 //! task sends our own PINGs, so the broker sees a live process even while the application is busy; an
 //! application that stops reading is still paced and, in the end, dropped by the broker as slow.
+//!
+//! Every outgoing frame is encoded whole and handed to one writer task through a bounded channel, so no
+//! method here can leave half a frame on the socket when its future is dropped: `next_event`, `ack` and
+//! `seek` are cancel-safe and may sit in a `select!`.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
@@ -14,7 +17,7 @@ use protocol::frame::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio::sync::Mutex;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -25,6 +28,9 @@ const SILENT_INTERVALS: u32 = 3;
 
 /// How much the read buffer grows by at a time.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// How many encoded frames may wait for the writer task; a sender beyond this waits for the socket.
+const WRITE_QUEUE_FRAMES: usize = 64;
 
 /// What a consumer asks for when it connects.
 #[derive(Debug, Clone)]
@@ -91,8 +97,10 @@ pub enum Event {
 pub struct Consumer {
     /// The reading half of the connection.
     reader: OwnedReadHalf,
-    /// The writing half, shared with the PING task.
-    writer: Arc<Mutex<OwnedWriteHalf>>,
+    /// Whole encoded frames for the writer task, which owns the writing half.
+    outgoing: mpsc::Sender<Vec<u8>>,
+    /// The task writing `outgoing` to the socket; it shuts the writing half down once every sender is gone.
+    writer: Option<JoinHandle<()>>,
     /// Bytes read but not yet decoded.
     read_buffer: BytesMut,
     /// The largest frame accepted.
@@ -113,9 +121,11 @@ impl Consumer {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             let (reader, writer) = stream.into_split();
+            let (outgoing, queued) = mpsc::channel(WRITE_QUEUE_FRAMES);
             let mut consumer = Consumer {
                 reader,
-                writer: Arc::new(Mutex::new(writer)),
+                outgoing,
+                writer: Some(tokio::spawn(write_frames(writer, queued))),
                 read_buffer: BytesMut::with_capacity(READ_CHUNK),
                 max_frame_len: config.max_frame_len,
                 heartbeat: config.heartbeat,
@@ -140,7 +150,7 @@ impl Consumer {
                             consumer.heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_ms));
                         }
                         consumer.pinger =
-                            Some(tokio::spawn(send_pings(Arc::clone(&consumer.writer), consumer.heartbeat)));
+                            Some(tokio::spawn(send_pings(consumer.outgoing.clone(), consumer.heartbeat)));
                         return Ok((consumer, welcome));
                     }
                     Frame::Error(error) => return Err(Error::Refused(error)),
@@ -186,20 +196,25 @@ impl Consumer {
         self.send(&Frame::Seek(Seek { topic: topic.to_string(), start })).await
     }
 
-    /// Sends any frame; for tools and tests that need to speak the protocol directly.
+    /// Sends any frame; for tools and tests that need to speak the protocol directly. Cancel-safe: the frame
+    /// is queued whole or not at all.
     pub async fn send(&mut self, frame: &Frame) -> Result<()> {
         let mut bytes = Vec::with_capacity(64);
         frame.encode(&mut bytes)?;
-        self.writer.lock().await.write_all(&bytes).await?;
-        Ok(())
+        self.outgoing.send(bytes).await.map_err(|_| Error::Closed)
     }
 
-    /// Closes the connection politely (our side stops sending; the broker then closes its side).
+    /// Closes the connection politely: frames already queued are written, then our side stops sending and
+    /// the broker closes its side.
     pub async fn close(mut self) -> Result<()> {
         if let Some(pinger) = self.pinger.take() {
             pinger.abort();
         }
-        self.writer.lock().await.shutdown().await?;
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.outgoing, closed));
+        if let Some(writer) = self.writer.take() {
+            writer.await.map_err(|_| Error::Closed)?;
+        }
         Ok(())
     }
 
@@ -232,26 +247,38 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        // The writer task is left to write what is queued (an ACK just sent, say) and then shut the
+        // connection down, which it does once this handle's sender and the pinger's are gone.
         if let Some(pinger) = self.pinger.take() {
             pinger.abort();
         }
     }
 }
 
+/// Writes whole frames to the socket in the order they were queued, then shuts the writing half down once
+/// every sender is gone. A write error ends the task; the reading side then sees the connection close.
+async fn write_frames(mut half: OwnedWriteHalf, mut queued: mpsc::Receiver<Vec<u8>>) {
+    while let Some(bytes) = queued.recv().await {
+        if half.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    let _ = half.shutdown().await;
+}
+
 /// Sends a PING every `interval`, so the broker knows this process is alive even while the application
 /// is busy between two calls of [`Consumer::next_event`]. Whether the application keeps up is a separate
 /// question, which the broker answers with its in-flight window and slow-consumer timeout.
-async fn send_pings(writer: Arc<Mutex<OwnedWriteHalf>>, interval: Duration) {
+async fn send_pings(outgoing: mpsc::Sender<Vec<u8>>, interval: Duration) {
     let mut nonce = 0u64;
-    let mut bytes = Vec::with_capacity(32);
     loop {
         tokio::time::sleep(interval).await;
         nonce += 1;
-        bytes.clear();
+        let mut bytes = Vec::with_capacity(32);
         if Frame::Ping(Ping { nonce, timestamp_ms: now_ms() }).encode(&mut bytes).is_err() {
             return;
         }
-        if writer.lock().await.write_all(&bytes).await.is_err() {
+        if outgoing.send(bytes).await.is_err() {
             return;
         }
     }
