@@ -23,7 +23,7 @@ pub enum Parent {
     None,
     /// A fixed parent, by its HTTP base URL.
     Fixed(String),
-    /// Whichever parent the registry at this URL assigns.
+    /// Whichever parent the registry at this URL assigns (ROOT registers there and asks for none).
     Registry(String),
 }
 
@@ -156,21 +156,20 @@ impl Launcher {
         topics: &str,
     ) -> Result<AppHandle> {
         let data = self.data_dir.join(name);
-        let args: Vec<String> = vec![
-            "--broker".into(),
-            broker_addr.into(),
-            "--consumer-id".into(),
-            format!("bench-{name}"),
-            "--topics".into(),
-            topics.into(),
-            "--data-dir".into(),
-            data.display().to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--log-json".into(),
-        ];
+        // The consumer-app is configured through its environment, as one image serves several consumers.
+        let envs: Vec<(String, String)> = [
+            ("CONSUMER_BROKER_ADDR", broker_addr.to_string()),
+            ("CONSUMER_ID", format!("bench-{name}")),
+            ("CONSUMER_TOPICS", topics.to_string()),
+            ("CONSUMER_DATA_DIR", data.display().to_string()),
+            ("CONSUMER_HTTP_LISTEN", "127.0.0.1:0".to_string()),
+            ("CONSUMER_LOG_JSON", "true".to_string()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect();
         let program = self.bin_dir.join("consumer-app");
-        let mut service = Service::spawn(name, &program, &args, &[], &self.log_dir)?;
+        let mut service = Service::spawn(name, &program, &[], &envs, &self.log_dir)?;
         let listen = service.wait_for_log("REST API listening", &["listen"], START_TIMEOUT).await;
         let listen = self.keep(service, listen)?;
         let http = format!("http://{}", listen[0]);

@@ -3,6 +3,10 @@
 //! consumer-app uses) before acknowledging it, and records three latencies per record: publish to
 //! delivery and publish to durably stored (from the `bench_ts_us` header, microseconds), and ROOT's
 //! append to delivery (from the record's ROOT timestamp, which has millisecond resolution).
+//!
+//! It keeps reading while it flushes: batches are appended as they arrive and one flush covers every
+//! batch appended before it started (group commit), so the probe measures the brokers rather than a
+//! flush per batch of its own.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use protocol::RecordIter;
 use protocol::frame::StartPosition;
 use storage::{FlushPolicy, Log, LogConfig, Store};
 use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
 use crate::latency::LatencyRecorder;
 use crate::load::{Clock, TIMESTAMP_HEADER};
@@ -129,69 +134,135 @@ pub async fn run_probe(
             window,
         )?,
     };
-    let mut header_times: Vec<u64> = Vec::new();
+    let mut flusher = Flusher::default();
     loop {
-        if until.borrow_and_update().is_some_and(|end| outcome.next_offset >= end) {
+        let done = until.borrow_and_update().is_some_and(|end| outcome.next_offset >= end);
+        if done && flusher.is_idle() {
             outcome.complete = true;
             break;
         }
         if Instant::now() >= deadline {
             break;
         }
-        let event = match tokio::time::timeout(EVENT_POLL, consumer.next_event()).await {
-            Err(_) => continue,
-            Ok(event) => event.context("probe connection")?,
-        };
-        let batch = match event {
-            Event::Batch(batch) if batch.topic == settings.topic => batch,
-            Event::Error(error) if error.fatal => bail!("the broker refused the probe: {error:?}"),
-            _ => continue,
-        };
-        let arrival = Instant::now();
-        let arrival_us = clock.unix_us(arrival);
-        outcome.first_arrival.get_or_insert(arrival);
-        outcome.last_arrival = Some(arrival);
-        header_times.clear();
-        for record in RecordIter::new(&batch.records) {
-            let record = record.context("a record with a bad CRC reached the probe")?;
-            let offset = record.offset();
-            if offset < outcome.next_offset {
-                outcome.duplicates += 1;
-                continue;
-            }
-            outcome.missing += offset - outcome.next_offset;
-            outcome.next_offset = offset + 1;
-            outcome.received += 1;
-            outcome.bytes += record.as_bytes().len() as u64;
-            outcome
-                .root_to_delivered
-                .record(arrival, arrival_us.saturating_sub(record.timestamp_ms() * 1000));
-            if let Some(sent_us) = header_time(&record) {
-                outcome.delivered.record(arrival, arrival_us.saturating_sub(sent_us));
-                header_times.push(sent_us);
-            }
-        }
-        received.store(outcome.received, Ordering::Relaxed);
         if let Some(log) = &log {
-            let log = Arc::clone(log);
-            let records = batch.records.clone();
-            tokio::task::spawn_blocking(move || log.append_records(&records))
-                .await
-                .context("the probe's store task failed")?
-                .context("the probe cannot store a batch")?;
-            let stored_at = Instant::now();
-            let stored_us = clock.unix_us(stored_at);
-            for sent_us in &header_times {
-                outcome.stored.record(stored_at, stored_us.saturating_sub(*sent_us));
-            }
+            flusher.start_if_needed(log);
         }
-        consumer.ack(&settings.topic, batch.last_offset + 1).await.context("probe ack")?;
+        tokio::select! {
+            event = consumer.next_event() => {
+                let batch = match event.context("probe connection")? {
+                    Event::Batch(batch) if batch.topic == settings.topic => batch,
+                    Event::Error(error) if error.fatal => bail!("the broker refused the probe: {error:?}"),
+                    _ => continue,
+                };
+                let header_times = outcome.take_batch(&batch, clock)?;
+                received.store(outcome.received, Ordering::Relaxed);
+                match &log {
+                    Some(log) => {
+                        // Appending without a flush copies bytes into the mapping; the flush, shared by
+                        // every batch appended meanwhile, runs on a blocking thread (see Flusher).
+                        log.append_records(&batch.records).context("the probe cannot store a batch")?;
+                        flusher.appended(header_times, batch.last_offset + 1);
+                    }
+                    None => consumer.ack(&settings.topic, batch.last_offset + 1).await.context("probe ack")?,
+                }
+            }
+            flushed = flusher.wait(), if flusher.is_flushing() => {
+                let (header_times, next_offset) = flushed?;
+                let stored_at = Instant::now();
+                let stored_us = clock.unix_us(stored_at);
+                for sent_us in header_times {
+                    outcome.stored.record(stored_at, stored_us.saturating_sub(sent_us));
+                }
+                consumer.ack(&settings.topic, next_offset).await.context("probe ack")?;
+            }
+            () = tokio::time::sleep(EVENT_POLL) => {}
+        }
     }
     let _ = consumer.close().await;
     Ok(outcome)
 }
 
-/// Opens the probe's durable copy of `topic`, starting at `first_offset`, flushed before every ack.
+impl ProbeOutcome {
+    /// Checks the records of a batch that just arrived and records their delivery latencies; returns the
+    /// publish times of the new records, for their stored latency later.
+    fn take_batch(&mut self, batch: &protocol::Batch, clock: Clock) -> Result<Vec<u64>> {
+        let arrival = Instant::now();
+        let arrival_us = clock.unix_us(arrival);
+        self.first_arrival.get_or_insert(arrival);
+        self.last_arrival = Some(arrival);
+        let mut header_times = Vec::new();
+        for record in RecordIter::new(&batch.records) {
+            let record = record.context("a record with a bad CRC reached the probe")?;
+            let offset = record.offset();
+            if offset < self.next_offset {
+                self.duplicates += 1;
+                continue;
+            }
+            self.missing += offset - self.next_offset;
+            self.next_offset = offset + 1;
+            self.received += 1;
+            self.bytes += record.as_bytes().len() as u64;
+            self.root_to_delivered.record(arrival, arrival_us.saturating_sub(record.timestamp_ms() * 1000));
+            if let Some(sent_us) = header_time(&record) {
+                self.delivered.record(arrival, arrival_us.saturating_sub(sent_us));
+                header_times.push(sent_us);
+            }
+        }
+        Ok(header_times)
+    }
+}
+
+/// Group commit for the probe's copy: batches appended while a flush runs wait for the next one, so the
+/// probe flushes as often as the disk allows, never once per batch, and still acks only durable records.
+#[derive(Debug, Default)]
+struct Flusher {
+    /// Publish times of records appended since the running flush started, and the offset after them.
+    waiting: (Vec<u64>, Option<u64>),
+    /// The running flush and what it covers.
+    running: Option<(JoinHandle<Result<()>>, Vec<u64>, u64)>,
+}
+
+impl Flusher {
+    /// Whether a flush is running.
+    fn is_flushing(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Whether nothing is waiting for a flush and none runs.
+    fn is_idle(&self) -> bool {
+        self.running.is_none() && self.waiting.1.is_none()
+    }
+
+    /// Notes a batch appended: its records' publish times and the offset after it.
+    fn appended(&mut self, header_times: Vec<u64>, next_offset: u64) {
+        self.waiting.0.extend(header_times);
+        self.waiting.1 = Some(next_offset);
+    }
+
+    /// Starts a flush of everything appended so far, unless one runs or nothing waits.
+    fn start_if_needed(&mut self, log: &Arc<Log>) {
+        if self.running.is_some() {
+            return;
+        }
+        let Some(next_offset) = self.waiting.1.take() else { return };
+        let header_times = std::mem::take(&mut self.waiting.0);
+        let log = Arc::clone(log);
+        let task = tokio::task::spawn_blocking(move || log.flush().context("the probe cannot flush"));
+        self.running = Some((task, header_times, next_offset));
+    }
+
+    /// Waits for the running flush; returns what it made durable. Only called while one runs.
+    async fn wait(&mut self) -> Result<(Vec<u64>, u64)> {
+        let Some((task, _, _)) = self.running.as_mut() else { bail!("no flush is running") };
+        let result = task.await;
+        let Some((_, header_times, next_offset)) = self.running.take() else { bail!("no flush is running") };
+        result.context("the probe's flush task failed")??;
+        Ok((header_times, next_offset))
+    }
+}
+
+/// Opens the probe's durable copy of `topic`, starting at `first_offset`. The probe flushes it itself
+/// (see [`Flusher`]), which is what the interval policy means.
 fn open_copy(
     dir: &std::path::Path,
     topic: &str,
@@ -201,7 +272,7 @@ fn open_copy(
     let config = LogConfig {
         segment_bytes: 256 << 20,
         preallocate_chunk_bytes: 32 << 20,
-        flush: FlushPolicy::Always,
+        flush: FlushPolicy::Interval(Duration::from_millis(1)),
         ..LogConfig::default()
     };
     let store = Store::open(dir, config).with_context(|| format!("cannot open {}", dir.display()))?;

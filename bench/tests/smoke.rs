@@ -1,7 +1,7 @@
-//! Smoke tests of `relay-bench` as a user runs it: the in-process `storage` scenario and short process
-//! scenarios against the real `broker`, `consumer-app` and `registry` binaries of this workspace (built
-//! here with the same profile if needed), each checked through the `report.json` it writes, plus a run
-//! interrupted with SIGINT that must leave no process behind.
+//! Smoke tests of `relay-bench` as a user runs it: the in-process `storage` scenario and short runs of
+//! `fanout`, `refresh`, `hop` and `tree` against the real `broker`, `consumer-app` and `registry` binaries
+//! of this workspace (built here with the same profile if needed), each checked through the `report.json`
+//! it writes, plus a run interrupted with SIGINT that must leave no process behind.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -184,6 +184,44 @@ fn fanout_and_refresh_drive_the_real_binaries_and_stop_them() {
         assert!(process["peak_rss_mib"].as_f64().unwrap() > 0.0);
     }
     assert_all_gone(&child_pids(&refresh));
+}
+
+#[test]
+fn hop_and_tree_relay_through_the_pipe() {
+    let bin_dir = relay_bin_dir();
+    let out = tempfile::tempdir().unwrap();
+    bench(out.path(), &bin_dir, &["hop", "--count", "5000", "--size", "1K", "--inject-batch", "1000"]);
+    let (run_dir, hop) = report(out.path(), "hop");
+    check_common(&run_dir, &hop, "hop");
+    assert!(figure(&hop, "pipe, one hop: records/s") > 0.0);
+    assert!(figure(&hop, "pipe, one hop") > 0.0);
+    assert!(figure(&hop, "child CPU per relayed record") > 0.0);
+    let names: Vec<&str> =
+        hop["processes"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, vec!["root", "l2", "relay-bench"]);
+    assert_all_gone(&child_pids(&hop));
+
+    bench(out.path(), &bin_dir, &["tree", "--rate", "500", "--duration", "2s", "--size", "256"]);
+    let (run_dir, tree) = report(out.path(), "tree");
+    check_common(&run_dir, &tree, "tree");
+    assert!(figure(&tree, "end to end, stored in the consumer-app") > 0.0);
+    assert_eq!(figure(&tree, "records missing at the measuring consumer"), 0.0);
+    assert_eq!(figure(&tree, "records duplicated at the measuring consumer"), 0.0);
+    let hops: Vec<&str> =
+        tree["hops"].as_array().unwrap().iter().filter_map(|hop| hop["hop"].as_str()).collect();
+    assert_eq!(hops, vec!["ROOT -> L2", "L2 -> L3", "L3 -> POS", "POS -> LOCAL", "LOCAL -> consumer-app"]);
+    let latencies = tree["latencies"].as_array().unwrap();
+    let names: Vec<&str> = latencies.iter().filter_map(|latency| latency["name"].as_str()).collect();
+    assert_eq!(names, vec!["publish -> stored", "publish -> delivered", "ROOT append -> delivered"]);
+    assert_eq!(figure(&tree, "requested rate"), 500.0);
+    let published = figure(&tree, "records published") as u64;
+    assert!((900..=1000).contains(&published), "about 500 records/s for 2 s: {published}");
+    for latency in latencies {
+        assert_eq!(latency["count"].as_u64().unwrap(), published, "every record measured once");
+        assert!(!latency["series"].as_array().unwrap().is_empty());
+        assert!(latency["curve"].as_array().unwrap().len() >= 2);
+    }
+    assert_all_gone(&child_pids(&tree));
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub async fn run(args: &HopArgs, run: &Run, report: &mut Report) -> Result<()> {
     let produced = Arc::new(AtomicU64::new(0));
     let parent = Parent::Fixed(root.http.clone());
 
-    let (child, end, load_task, before) = if args.live {
+    let (child, end, load_task, before, began) = if args.live {
         // One record creates the topic; the child holding it proves the pipe is up before timing starts.
         api.inject(&root.http, TOPIC, 1, args.size).await?;
         let child = launcher.start_broker("l2", "l2", &parent, &[]).await?;
@@ -55,8 +55,9 @@ pub async fn run(args: &HopArgs, run: &Run, report: &mut Report) -> Result<()> {
         )
         .await?;
         let before = usage_snapshot(&launcher);
+        let began = Instant::now();
         let task = spawn_inject(api, &destination, args.count, args.inject_batch, PHASE_TIMEOUT, &produced);
-        (child, 1 + args.count, Some(task), before)
+        (child, 1 + args.count, Some(task), before, began)
     } else {
         let loading = run.progress(args.count, "loading ROOT");
         let task = spawn_inject(api, &destination, args.count, args.inject_batch, PHASE_TIMEOUT, &produced);
@@ -74,8 +75,9 @@ pub async fn run(args: &HopArgs, run: &Run, report: &mut Report) -> Result<()> {
         ));
         // Taken before the child exists, so the child's CPU counts from its start.
         let before = usage_snapshot(&launcher);
+        let began = Instant::now();
         let child = launcher.start_broker("l2", "l2", &parent, &[]).await?;
-        (child, injected.records, None, before)
+        (child, injected.records, None, before, began)
     };
 
     let nodes = vec![
@@ -113,7 +115,16 @@ pub async fn run(args: &HopArgs, run: &Run, report: &mut Report) -> Result<()> {
         process_table(&launcher, &before, |name| (name != "relay-bench").then_some(end - start_position));
     launcher.stop_all();
 
-    let (first_at, first_position) = first.context("the child never moved")?;
+    let (first_at, first_position) = match first {
+        Some((at, position)) if position < end => (at, position),
+        _ => {
+            report.note(
+                "the whole transfer fitted between two samples, so it is timed from the child's start \
+                 (catch-up) or the first injection (live) instead; use a larger --count",
+            );
+            (began, start_position)
+        }
+    };
     let last_at = last.context("the child never completed")?;
     let records = end - first_position;
     let elapsed = last_at.saturating_duration_since(first_at).max(SAMPLE_INTERVAL);
