@@ -59,8 +59,9 @@ async fn the_whole_tree_relays_every_record_verbatim() {
     let consumed = started.elapsed();
     println!(
         "100000 records of 100 B: injected at ROOT in {injected:?}, stored at LOCAL (4 hops, durable) after \
-         {relayed:?} ({:.0} records/s), consumed over TCP after {consumed:?} (debug build)",
-        100_000.0 / relayed.as_secs_f64()
+         {relayed:?} ({:.0} records/s), consumed over TCP after {consumed:?} ({} build)",
+        100_000.0 / relayed.as_secs_f64(),
+        if cfg!(debug_assertions) { "debug" } else { "release" }
     );
     println!("    root: {reference}");
     for (id, _, _, _) in CHAIN {

@@ -67,6 +67,7 @@ pub async fn run_pipe_client(node: Arc<Node>) {
     let mut failed: Vec<String> = Vec::new();
     let mut backoff = Backoff::new(RECONNECT_INITIAL, node.config.pipe_reconnect_max);
     let mut placement_changes = node.placement.subscribe();
+    let mut last_reason: Option<String> = None;
     let shutdown = node.shutdown.clone();
     while !shutdown.is_triggered() {
         let Some(parent) = find_parent(&node, &mut failed).await else {
@@ -88,11 +89,16 @@ pub async fn run_pipe_client(node: Arc<Node>) {
         };
         node.metrics.pipe_reconnects.inc();
         node.pipe.ended(refused, &reason);
-        if refused {
+        // The same failure again and again (a parent down for an hour) is logged once, then quietly.
+        let repeated = !streamed && last_reason.as_deref() == Some(reason.as_str());
+        if repeated {
+            tracing::debug!(parent = %parent.id, %reason, "the pipe to the parent failed again");
+        } else if refused {
             tracing::error!(parent = %parent.id, addr = %parent.http_addr, %reason, "the parent refused the pipe");
         } else {
             tracing::warn!(parent = %parent.id, addr = %parent.http_addr, %reason, "the pipe to the parent ended");
         }
+        last_reason = Some(reason);
         if streamed {
             backoff.reset();
             failed.clear();
