@@ -29,6 +29,7 @@ stop_all() {
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   echo "stopped; data kept in $data"
+  exit 0
 }
 trap stop_all INT TERM EXIT
 
@@ -55,7 +56,7 @@ for i in 0 1 2 3 4; do
   tcp_port=$((base + 20 + i))
   id=${node_ids[i]}
   BROKER_NODE_ID=$id BROKER_LEVEL=${level_names[i]} BROKER_LABELS=${labels[i]} \
-    BROKER_DATA_DIR="$data/$id" BROKER_HTTP_LISTEN=127.0.0.1:$http_port BROKER_TCP_LISTEN=127.0.0.1:$tcp_port \
+    BROKER_DATA_DIR="$data/$id" BROKER_HTTP_ADDR=127.0.0.1:$http_port BROKER_CONSUMER_ADDR=127.0.0.1:$tcp_port \
     BROKER_REGISTRY_URL=http://127.0.0.1:$registry_port BROKER_TEST_ENDPOINTS=true \
     "$bin/broker" >"$data/logs/$id.log" 2>&1 &
   pids+=($!)
@@ -96,4 +97,5 @@ Publish more:
 Press Ctrl-C to stop everything.
 TXT
 wait -n "${pids[@]}" || true
-echo "a process exited; see $data/logs" >&2
+echo "a process exited unexpectedly; see $data/logs" >&2
+exit 1
