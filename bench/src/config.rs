@@ -104,7 +104,61 @@ pub enum Scenario {
     Idle(IdleArgs),
 }
 
+/// The largest value the broker generates per record (`/test/inject-messages` refuses more).
+pub const MAX_VALUE_SIZE: usize = 1 << 20;
+
+/// The most TCP consumers `fanout` opens: each takes a file descriptor in the bench and in the broker.
+pub const MAX_FANOUT_CONSUMERS: usize = 50_000;
+
 impl Scenario {
+    /// Checks the values clap cannot check alone; the error is one line naming the option.
+    pub fn validate(&self) -> Result<(), String> {
+        let size_ok = |size: usize| {
+            (1..=MAX_VALUE_SIZE)
+                .contains(&size)
+                .then_some(())
+                .ok_or(format!("--size must be 1 to {MAX_VALUE_SIZE}"))
+        };
+        let positive =
+            |value: u64, name: &str| (value > 0).then_some(()).ok_or(format!("{name} must be at least 1"));
+        match self {
+            Scenario::Storage(args) => {
+                positive(args.count, "--count")?;
+                positive(args.batch as u64, "--batch")?;
+                if args.sizes.is_empty() {
+                    return Err("--sizes must name at least one size".to_string());
+                }
+                args.sizes.iter().try_for_each(|size| size_ok(*size))
+            }
+            Scenario::Hop(args) => {
+                positive(args.count, "--count")?;
+                positive(args.inject_batch, "--inject-batch")?;
+                size_ok(args.size)
+            }
+            Scenario::Tree(args) => {
+                positive(args.count, "--count")?;
+                positive(args.rate.unwrap_or(1), "--rate")?;
+                positive(args.batch.unwrap_or(1), "--batch")?;
+                positive(args.producers.unwrap_or(1) as u64, "--producers")?;
+                size_ok(args.size)
+            }
+            Scenario::Refresh(args) => {
+                positive(args.count, "--count")?;
+                positive(args.inject_batch, "--inject-batch")?;
+                size_ok(args.size)
+            }
+            Scenario::Fanout(args) => {
+                if !(1..=MAX_FANOUT_CONSUMERS).contains(&args.consumers) {
+                    return Err(format!("--consumers must be 1 to {MAX_FANOUT_CONSUMERS}"));
+                }
+                positive(args.count, "--count")?;
+                positive(args.inject_batch, "--inject-batch")?;
+                size_ok(args.size)
+            }
+            Scenario::Idle(args) => positive(args.topics as u64, "--topics"),
+        }
+    }
+
     /// The scenario's name as typed on the command line.
     pub fn name(&self) -> &'static str {
         match self {
@@ -321,5 +375,22 @@ mod tests {
         let Scenario::Storage(storage) = &cli.scenario else { panic!("not storage") };
         assert_eq!(storage.sizes, vec![100, 1024]);
         assert!(Cli::try_parse_from(["relay-bench", "nothing"]).is_err());
+        cli.scenario.validate().unwrap();
+    }
+
+    #[test]
+    fn impossible_values_are_refused() {
+        for line in [
+            &["relay-bench", "tree", "--rate", "0"][..],
+            &["relay-bench", "tree", "--size", "2M"],
+            &["relay-bench", "fanout", "--consumers", "0"],
+            &["relay-bench", "storage", "--batch", "0"],
+            &["relay-bench", "hop", "--count", "0"],
+            &["relay-bench", "idle", "--topics", "0"],
+        ] {
+            let cli = Cli::try_parse_from(line).unwrap();
+            let message = cli.scenario.validate().unwrap_err();
+            assert!(message.starts_with("--") && !message.contains('\n'), "{line:?}: {message}");
+        }
     }
 }

@@ -30,6 +30,10 @@ use crate::run::Run;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(message) = cli.scenario.validate() {
+        eprintln!("relay-bench: {message}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

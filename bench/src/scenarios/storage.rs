@@ -29,9 +29,6 @@ const READ_BYTES: usize = 4 << 20;
 
 /// The `storage` scenario.
 pub async fn run(args: &StorageArgs, run: &Run, report: &mut Report) -> Result<()> {
-    if args.batch == 0 || args.sizes.is_empty() {
-        bail!("--batch must be at least 1 and --sizes must name a size");
-    }
     report.parameters = serde_json::json!({
         "count": args.count, "duration_s": args.duration.as_secs_f64(), "sizes": args.sizes,
         "batch": args.batch, "segment_bytes": args.segment_bytes, "data_dir": run.data_dir,
