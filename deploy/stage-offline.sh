@@ -20,6 +20,8 @@ touch "$root/deploy/offline/data/.keep"
 
 for bin in "${bins[@]}"; do
   install -m 0755 "$root/target/release/$bin" "$rootfs/usr/local/bin/$bin"
+  # The release profile keeps line tables for profiling on the host; the image does not need them.
+  if command -v strip >/dev/null; then strip --strip-debug "$rootfs/usr/local/bin/$bin"; fi
 done
 
 # Every library the dynamic linker will load, including the loader itself, at the path ldd names.
