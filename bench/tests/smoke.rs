@@ -12,26 +12,38 @@ use serde_json::Value;
 /// The `relay-bench` binary under test.
 const BENCH: &str = env!("CARGO_BIN_EXE_relay-bench");
 
+/// The relay binaries the process scenarios start.
+const RELAY_BINARIES: [&str; 3] = ["broker", "consumer-app", "registry"];
+
 /// The directory holding the relay binaries: `RELAY_BENCH_BIN_DIR` if set, otherwise the directory of
-/// `relay-bench` itself after building the binaries there (a no-op when they are up to date).
+/// `relay-bench` itself, where the binaries that are missing are built first with the same profile.
+/// Binaries already there are used as they are: rebuilding one could replace it while another package's
+/// tests are running it.
 fn relay_bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("RELAY_BENCH_BIN_DIR") {
         return PathBuf::from(dir);
     }
     let dir = Path::new(BENCH).parent().expect("relay-bench has a directory").to_path_buf();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
-    let mut build = Command::new(env!("CARGO"));
-    build.current_dir(workspace).args(["build", "-p", "broker", "-p", "consumer-app", "-p", "registry"]);
-    if dir.file_name().is_some_and(|name| name == "release") {
-        build.arg("--release");
+    let missing: Vec<&str> =
+        RELAY_BINARIES.into_iter().filter(|binary| !dir.join(binary).is_file()).collect();
+    if !missing.is_empty() {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
+        let mut build = Command::new(env!("CARGO"));
+        build.current_dir(workspace).arg("build");
+        for package in &missing {
+            build.args(["-p", package, "--bin", package]);
+        }
+        if dir.file_name().is_some_and(|name| name == "release") {
+            build.arg("--release");
+        }
+        let output = build.output().expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "building {missing:?} for the process scenarios failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
-    let output = build.output().expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "the relay binaries must build for the process scenarios:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    for binary in ["broker", "consumer-app", "registry"] {
+    for binary in RELAY_BINARIES {
         assert!(dir.join(binary).is_file(), "{} is missing after the build", dir.join(binary).display());
     }
     dir
