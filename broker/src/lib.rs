@@ -17,7 +17,6 @@ pub mod consumers;
 pub mod cursor;
 pub mod error;
 pub mod groups;
-pub mod healthcheck;
 pub mod http;
 pub mod members;
 pub mod metrics;

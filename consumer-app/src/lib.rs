@@ -12,7 +12,6 @@ pub mod copy;
 pub mod db;
 pub mod error;
 pub mod handler;
-pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod refresh;

@@ -1,7 +1,6 @@
 //! The consumer-app binary: reads the configuration, opens the local copy, and wires the handler queue,
 //! the broker sync loop and the REST API together until SIGINT or SIGTERM. Everything else is in the library.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +12,9 @@ use consumer_app::copy::LocalCopy;
 use consumer_app::handler::{
     Dispatcher, HandlerQueue, LogHandler, MessageHandler, StoreHandler, WebhookHandler,
 };
-use consumer_app::healthcheck;
 use consumer_app::metrics::Metrics;
 use consumer_app::sync::{SyncLoop, SyncSettings};
+use service::healthcheck;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -45,7 +44,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_tracing(config.log_json);
+    service::init_logging(config.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -60,17 +59,6 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.with_ansi(std::io::stdout().is_terminal()).init();
     }
 }
 
@@ -133,7 +121,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let sync = SyncLoop { copy, queue, handler_wants_records, metrics, status, settings };
     let sync = tokio::spawn(sync.run(commands_rx, stopped(shutdown_rx)));
 
-    shutdown_signal().await;
+    service::shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     sync.await.context("the sync loop failed")?;
@@ -149,29 +137,4 @@ async fn run(config: Config) -> anyhow::Result<()> {
 /// Completes when the shutdown flag is raised (or its sender is gone).
 async fn stopped(mut flag: watch::Receiver<bool>) {
     let _ = flag.wait_for(|stop| *stop).await;
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
 }

@@ -60,31 +60,6 @@ pub enum Error {
     /// The metrics could not be encoded.
     #[error("cannot encode the metrics")]
     EncodeMetrics(#[source] std::fmt::Error),
-    /// A healthcheck URL that the tiny built-in client cannot use.
-    #[error("bad healthcheck URL {url:?}: {reason}")]
-    BadUrl {
-        /// The URL given.
-        url: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// The healthcheck could not connect, send or read.
-    #[error("healthcheck of {url} failed")]
-    HealthcheckIo {
-        /// The URL checked.
-        url: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The healthcheck got an answer other than 200.
-    #[error("healthcheck of {url} answered {status_line:?}")]
-    Unhealthy {
-        /// The URL checked.
-        url: String,
-        /// The first line of the answer.
-        status_line: String,
-    },
     /// A blocking worker panicked or was cancelled.
     #[error("a registry worker did not finish")]
     Worker(#[source] tokio::task::JoinError),

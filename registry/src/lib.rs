@@ -14,7 +14,6 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
-pub mod healthcheck;
 pub mod metrics;
 pub mod model;
 pub mod page;

@@ -9,9 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use clap::error::ErrorKind;
+use registry::AppState;
 use registry::config::{Cli, Command, ServeArgs};
-use registry::{AppState, healthcheck};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -30,10 +29,10 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Healthcheck { url, timeout_ms }) => {
-            match healthcheck::check(&url, Duration::from_millis(timeout_ms)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("registry healthcheck: {}", one_line(&anyhow::Error::new(error)));
+            match service::healthcheck::probe(&url, Duration::from_millis(timeout_ms)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("registry healthcheck: {message}");
                     ExitCode::FAILURE
                 }
             }
@@ -50,7 +49,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(args.log_json);
+    service::init_logging(args.log_json);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -65,7 +64,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr().context("cannot read the bound address")?;
         tracing::info!(%address, db = %state.settings().db_path.display(), "registry listening");
-        registry::serve(listener, state, shutdown_signal()).await.context("the HTTP server failed")?;
+        registry::serve(listener, state, service::shutdown_signal())
+            .await
+            .context("the HTTP server failed")?;
         tracing::info!("registry stopped");
         anyhow::Ok(())
     });
@@ -82,39 +83,4 @@ fn serve(args: ServeArgs) -> ExitCode {
 /// The error and its causes on one line.
 fn one_line(error: &anyhow::Error) -> String {
     error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
-}
-
-fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT received; shutting down"),
-        () = terminate => tracing::info!("SIGTERM received; shutting down"),
-    }
 }

@@ -21,12 +21,14 @@ impl Drop for Guard {
     }
 }
 
-/// Reads the JSON log on stdout until the "registry listening" line and answers its address.
+/// Reads the JSON log on stderr until the "registry listening" line and answers its address.
 fn listening_address(child: &mut Child) -> String {
-    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
     let (lines, received) = mpsc::channel::<String>();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        // Stops reading once the address is found, on purpose: the registry must keep working, and exit
+        // cleanly, with nobody reading its log (a lost log line must never crash a service).
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if lines.send(line).is_err() {
                 break;
             }
@@ -62,8 +64,8 @@ fn the_binary_serves_passes_its_healthcheck_and_exits_cleanly_on_sigterm() {
         .args(["--listen", "127.0.0.1:0", "--log-json", "--db"])
         .arg(dir.path().join("data/registry.sqlite"))
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start the registry");
     let mut guard = Guard(child);

@@ -216,18 +216,18 @@ impl AppProcess {
             .env("CONSUMER_MAX_IN_FLIGHT", "16")
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit());
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
         for (name, value) in env {
             command.env(name, value);
         }
         let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
         let (found, listening) = std::sync::mpsc::channel();
         // The reader keeps draining the log until the process ends, so the process never blocks on a full
         // pipe; it passes on the REST address once it sees it.
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
+            for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
                 if event["fields"]["message"] == "REST API listening"

@@ -1,9 +1,22 @@
-//! The `broker healthcheck` subcommand: one plain HTTP/1.1 GET over a std `TcpStream`, so a container
-//! healthcheck needs no curl and no async runtime. It owns only that probe.
+//! The `healthcheck` subcommand of every binary: one plain HTTP/1.1 GET over a std `TcpStream`, so a
+//! container healthcheck needs no curl in the image and no async runtime. It owns only that probe.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+/// How long connecting, writing and reading may each take when the caller has no opinion.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The URL probed when none is given: `/health` on the listen port, at 127.0.0.1 when the service listens
+/// on every address.
+pub fn default_url(listen: SocketAddr) -> String {
+    let mut target = listen;
+    if target.ip().is_unspecified() {
+        target.set_ip(Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{target}/health")
+}
 
 /// Most response bytes read: the status line is all that matters.
 const MAX_RESPONSE_BYTES: usize = 4096;
@@ -55,6 +68,12 @@ pub fn probe(url: &str, timeout: Duration) -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_url_uses_loopback() {
+        assert_eq!(default_url("0.0.0.0:8090".parse().unwrap()), "http://127.0.0.1:8090/health");
+        assert_eq!(default_url("10.1.2.3:81".parse().unwrap()), "http://10.1.2.3:81/health");
+    }
 
     #[test]
     fn refuses_bad_urls() {
