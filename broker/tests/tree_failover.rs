@@ -13,16 +13,9 @@ use tree::{Tree, wait_until};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pos_moves_to_the_other_l3_and_loses_nothing() {
     let mut tree = Tree::new();
-    tree.start_registry("registry.sqlite").await;
-    tree.add_started("root", "root", &[]).await;
-    tree.add_started("l2", "l2", &[]).await;
-    tree.add_started("l3-a", "l3", &[]).await;
-    tree.add_started("l3-b", "l3", &[]).await;
-    tree.add_started("pos", "pos", &[]).await;
+    let (first_parent, other) = tree.start_two_l3s().await;
+    let other = other.as_str();
     tree.add_started("local", "local", &[]).await;
-    let first_parent = tree.wait_streaming("pos", None).await;
-    let other = if first_parent == "l3-a" { "l3-b" } else { "l3-a" };
-    tree.wait_streaming(other, Some("l2")).await;
     tree.wait_streaming("local", Some("pos")).await;
 
     // Stream 100,000 records in chunks from another task while the parent dies.
@@ -74,15 +67,8 @@ async fn the_pos_moves_to_the_other_l3_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_parent_is_noticed_by_the_heartbeats() {
     let mut tree = Tree::new();
-    tree.start_registry("registry.sqlite").await;
-    tree.add_started("root", "root", &[]).await;
-    tree.add_started("l2", "l2", &[]).await;
-    tree.add_started("l3-a", "l3", &[]).await;
-    tree.add_started("l3-b", "l3", &[]).await;
-    tree.add_started("pos", "pos", &[]).await;
-    let first_parent = tree.wait_streaming("pos", None).await;
-    let other = if first_parent == "l3-a" { "l3-b" } else { "l3-a" };
-    tree.wait_streaming(other, Some("l2")).await;
+    let (first_parent, other) = tree.start_two_l3s().await;
+    let other = other.as_str();
     tree.inject("root", "stock", 10_000, 100).await;
     let reference = tree.range("root", "stock").await;
     tree.wait_copy("pos", "stock", &reference.uid, 10_000).await;

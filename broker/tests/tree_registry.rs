@@ -21,15 +21,8 @@ async fn wait_at_least(tree: &Tree, id: &str, topic: &str, end: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tree_keeps_relaying_without_the_registry_and_registers_again() {
     let mut tree = Tree::new();
-    tree.start_registry("registry.sqlite").await;
-    tree.add_started("root", "root", &[]).await;
-    tree.add_started("l2", "l2", &[]).await;
-    tree.add_started("l3-a", "l3", &[]).await;
-    tree.add_started("l3-b", "l3", &[]).await;
-    tree.add_started("pos", "pos", &[]).await;
-    let first_parent = tree.wait_streaming("pos", None).await;
-    let other = if first_parent == "l3-a" { "l3-b" } else { "l3-a" };
-    tree.wait_streaming(other, Some("l2")).await;
+    let (first_parent, other) = tree.start_two_l3s().await;
+    let other = other.as_str();
     // The POS has cached its parent and the alternate.
     let cache = tree.nodes["pos"].data_dir.join("topology.json");
     wait_until("the POS caches both L3s", || async {

@@ -355,6 +355,22 @@ impl Tree {
         }
     }
 
+    /// Starts the failover shape with a registry: ROOT, L2, two L3s (`l3-a`, `l3-b`) and a POS, and waits
+    /// until the POS streams from one L3 and the other L3 from the L2. Returns `(the POS's parent, the other
+    /// L3)`.
+    pub async fn start_two_l3s(&mut self) -> (String, String) {
+        self.start_registry("registry.sqlite").await;
+        self.add_started("root", "root", &[]).await;
+        self.add_started("l2", "l2", &[]).await;
+        self.add_started("l3-a", "l3", &[]).await;
+        self.add_started("l3-b", "l3", &[]).await;
+        self.add_started("pos", "pos", &[]).await;
+        let first_parent = self.wait_streaming("pos", None).await;
+        let other = if first_parent == "l3-a" { "l3-b" } else { "l3-a" };
+        self.wait_streaming(other, Some("l2")).await;
+        (first_parent, other.to_string())
+    }
+
     /// Waits until a broker's pipe streams (from `parent`, if given); returns the parent's id.
     pub async fn wait_streaming(&self, id: &str, parent: Option<&str>) -> String {
         let deadline = Instant::now() + DEADLINE;
