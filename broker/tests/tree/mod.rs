@@ -39,22 +39,26 @@ pub fn broker_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_broker"))
 }
 
-/// The registry binary, built once per test binary next to the broker's (cargo only builds the binaries
-/// of the package under test).
+/// The registry binary next to the broker's. A workspace test run (`cargo nextest run --workspace`) has
+/// built it already; a run of this package alone (`cargo test -p broker`) builds it once here, since cargo
+/// only builds the binaries of the package under test. An existing binary is used as it is: rebuilding it
+/// from inside a test would resolve features for the registry alone and recompile its dependencies.
 pub fn registry_binary() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let broker = broker_binary();
         let dir = broker.parent().expect("the broker binary has a directory");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let mut command = Command::new(cargo);
-        command.args(["build", "--quiet", "-p", "registry", "--bin", "registry"]);
-        if dir.ends_with("release") {
-            command.arg("--release");
-        }
-        let status = command.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cargo runs");
-        assert!(status.success(), "building the registry binary failed");
         let path = dir.join("registry");
+        if !path.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let mut command = Command::new(cargo);
+            command.args(["build", "--quiet", "-p", "registry", "--bin", "registry"]);
+            if dir.ends_with("release") {
+                command.arg("--release");
+            }
+            let status = command.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cargo runs");
+            assert!(status.success(), "building the registry binary failed");
+        }
         assert!(path.exists(), "no registry binary at {}", path.display());
         path
     })
