@@ -77,7 +77,8 @@ fn render_card(out: &mut String, node: &Node, now_ms: u64) {
         let _ = write!(out, " &middot; {}", escape(broker_state));
     }
     if let Some(consumers) = node.stats.consumers {
-        let _ = write!(out, " &middot; {consumers} consumers");
+        let noun = if consumers == 1 { "consumer" } else { "consumers" };
+        let _ = write!(out, " &middot; {consumers} {noun}");
     }
     let age_s = now_ms.saturating_sub(node.last_heartbeat_ms) / 1000;
     let _ = write!(out, " &middot; seen {age_s} s ago</div>");
@@ -144,7 +145,7 @@ function card(node) {
   html += `<div>parent ${esc(node.parent || "none")}`;
   if (stats.parent && stats.parent !== node.parent) html += ` (connected to ${esc(stats.parent)})`;
   if (stats.state) html += ` &middot; ${esc(stats.state)}`;
-  if (stats.consumers !== undefined) html += ` &middot; ${esc(stats.consumers)} consumers`;
+  if (stats.consumers !== undefined) html += ` &middot; ${esc(stats.consumers)} consumer${stats.consumers === 1 ? "" : "s"}`;
   const age = Math.max(0, Math.floor((Date.now() - node.last_heartbeat_ms) / 1000));
   html += ` &middot; seen ${age} s ago</div>`;
   const labels = Object.entries(node.labels || {});
