@@ -186,6 +186,33 @@ impl Consumer {
         }
     }
 
+    /// Takes the next event only if it is already received: decoded from bytes read earlier, or readable
+    /// from the socket without waiting. `Ok(None)` means taking one would mean waiting; call
+    /// [`Consumer::next_event`] for that. Lets an application handle several events that arrived together
+    /// as one unit (one flush, one acknowledgement). PINGs met on the way are answered.
+    pub async fn try_next_event(&mut self) -> Result<Option<Event>> {
+        // Each pass either returns or consumes a PING or PONG frame that was already received, and the
+        // bytes already received are finite, so the loop ends.
+        loop {
+            let Some(frame) = self.try_read_frame()? else {
+                return Ok(None);
+            };
+            match frame {
+                Frame::Batch(batch) => return Ok(Some(Event::Batch(batch))),
+                Frame::Reset(reset) => return Ok(Some(Event::Reset(reset))),
+                Frame::Ready(ready) => return Ok(Some(Event::Ready(ready))),
+                Frame::Topic(topic) => return Ok(Some(Event::Topic(topic))),
+                Frame::Position(position) => return Ok(Some(Event::Position(position))),
+                Frame::Error(error) => return Ok(Some(Event::Error(error))),
+                Frame::Ping(ping) => self.send(&Frame::Pong(ping)).await?,
+                Frame::Pong(_) => {}
+                other => {
+                    return Err(Error::Protocol(format!("unexpected {} from the broker", other.name())));
+                }
+            }
+        }
+    }
+
     /// Tells the broker that every record of `topic` below `next_offset` is durable here.
     pub async fn ack(&mut self, topic: &str, next_offset: u64) -> Result<()> {
         self.send(&Frame::Ack(Ack { topic: topic.to_string(), next_offset })).await
@@ -240,6 +267,26 @@ impl Consumer {
                 () = tokio::time::sleep_until(deadline) => {
                     return Err(Error::Silent(self.last_received.elapsed()));
                 }
+            }
+        }
+    }
+}
+
+impl Consumer {
+    /// Decodes one frame from bytes already received, reading the socket only while it has bytes ready;
+    /// `Ok(None)` when no whole frame is available without waiting.
+    fn try_read_frame(&mut self) -> Result<Option<Frame>> {
+        loop {
+            if let Some(frame) = Frame::decode_from(&mut self.read_buffer, self.max_frame_len)? {
+                self.last_received = Instant::now();
+                return Ok(Some(frame));
+            }
+            self.read_buffer.reserve(READ_CHUNK);
+            match self.reader.try_read_buf(&mut self.read_buffer) {
+                Ok(0) => return Err(Error::Closed),
+                Ok(_) => self.last_received = Instant::now(),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+                Err(error) => return Err(error.into()),
             }
         }
     }

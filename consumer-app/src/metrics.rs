@@ -36,6 +36,10 @@ pub struct Metrics {
     pub bytes_received: Family<TopicLabel, Counter>,
     /// Records the broker sent that the copy already held, per topic.
     pub duplicates_dropped: Family<TopicLabel, Counter>,
+    /// BATCH frames received from the broker.
+    pub batches_received: Counter,
+    /// Appends to the local copy: one flush and one index transaction each, for one or more batches.
+    pub appends: Counter,
     /// Records the copy is behind the broker's log end, per topic.
     pub lag: Family<TopicLabel, Gauge>,
     /// Seconds from a record's ROOT timestamp to its durability in the local copy.
@@ -68,6 +72,8 @@ impl Metrics {
         let bytes_received = Family::<TopicLabel, Counter>::default();
         let duplicates_dropped = Family::<TopicLabel, Counter>::default();
         let lag = Family::<TopicLabel, Gauge>::default();
+        let batches_received = Counter::default();
+        let appends = Counter::default();
         // From 100 microseconds to about 52 seconds, doubling.
         let end_to_end_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 20));
         let refreshes = Family::<TopicLabel, Counter>::default();
@@ -82,6 +88,16 @@ impl Metrics {
             "duplicates_dropped",
             "Records received that the copy already held",
             duplicates_dropped.clone(),
+        );
+        registry.register(
+            "batches_received",
+            "BATCH frames received from the broker",
+            batches_received.clone(),
+        );
+        registry.register(
+            "appends",
+            "Appends to the local copy, each one flush and one index transaction for one or more batches",
+            appends.clone(),
         );
         registry.register("lag_records", "Records the copy is behind the broker's log end", lag.clone());
         registry.register(
@@ -100,6 +116,8 @@ impl Metrics {
             records_received,
             bytes_received,
             duplicates_dropped,
+            batches_received,
+            appends,
             lag,
             end_to_end_latency,
             refreshes,

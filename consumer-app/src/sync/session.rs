@@ -1,12 +1,13 @@
-//! One broker connection: the events of a session and what each does to the local copy. A BATCH is
-//! appended (durable), then indexed on the blocking pool while the next one is received and appended, then
-//! queued for the handler or acknowledged; RESET ... READY runs a refresh; ERROR, TOPIC and POSITION update
+//! One broker connection: the events of a session and what each does to the local copy. A BATCH, together
+//! with the following batches of its topic that are already received, is appended (one flush), then indexed
+//! (one SQLite transaction) on the blocking pool while the next group is received and appended, then
+//! queued for the handler or acknowledged once; RESET ... READY runs a refresh; ERROR, TOPIC and POSITION update
 //! what the session knows. The loop around sessions (connect, backoff) is `sync.rs`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use client::{Consumer, Event};
 use protocol::frame::{Batch, ErrorFrame, Ready, Reset, StartPosition, Welcome};
 use protocol::{RecordView, TopicUid};
@@ -20,6 +21,12 @@ use crate::handler::HandlerItem;
 use crate::metrics::TopicLabel;
 use crate::now_ms;
 use crate::refresh::Refresh;
+
+/// The most BATCH frames handled as one group (one flush, one index transaction, one ACK).
+const GROUP_MAX_BATCHES: usize = 64;
+
+/// The most record bytes handled as one group.
+const GROUP_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// Why a session ended without an error.
 pub(super) enum SessionEnd {
@@ -108,11 +115,51 @@ impl<'s> Session<'s> {
                     }
                 }
                 event = self.consumer.next_event() => {
-                    self.n_events += 1;
-                    self.on_event(event?).await?;
+                    let events = self.take_received(event?).await?;
+                    self.on_events(events).await?;
                 }
             }
         }
+    }
+
+    /// `first`, and after a BATCH every further event already received, up to the group bounds. Gathering
+    /// stops at the first event that is not a BATCH, which is handled after the batches before it.
+    async fn take_received(&mut self, first: Event) -> Result<Vec<Event>, Error> {
+        let mut bytes = batch_len(&first);
+        let mut events = vec![first];
+        while matches!(events.last(), Some(Event::Batch(_)))
+            && events.len() < GROUP_MAX_BATCHES
+            && bytes < GROUP_MAX_BYTES
+        {
+            let Some(event) = self.consumer.try_next_event().await? else { break };
+            bytes += batch_len(&event);
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// Handles events in order; each run of consecutive batches of one topic whose offsets follow on is one
+    /// group: one append, one index transaction, one acknowledgement.
+    async fn on_events(&mut self, events: Vec<Event>) -> Result<(), Error> {
+        let mut events = events.into_iter().peekable();
+        while let Some(event) = events.next() {
+            self.n_events += 1;
+            let Event::Batch(batch) = event else {
+                self.on_event(event).await?;
+                continue;
+            };
+            let mut group = vec![batch];
+            while let Some(Event::Batch(next)) = events.peek()
+                && group.last().is_some_and(|last| follows(last, next))
+            {
+                if let Some(Event::Batch(next)) = events.next() {
+                    self.n_events += 1;
+                    group.push(next);
+                }
+            }
+            self.on_batches(group).await?;
+        }
+        Ok(())
     }
 
     async fn on_event(&mut self, event: Event) -> Result<(), Error> {
@@ -121,7 +168,7 @@ impl<'s> Session<'s> {
             self.finish_pending().await?;
         }
         match event {
-            Event::Batch(batch) => self.on_batch(batch).await,
+            Event::Batch(batch) => self.on_batches(vec![batch]).await,
             Event::Reset(reset) => self.on_reset(reset).await,
             Event::Ready(ready) => self.on_ready(ready).await,
             Event::Topic(announce) => {
@@ -153,11 +200,17 @@ impl<'s> Session<'s> {
         Ok(())
     }
 
-    /// Stores a batch (durable), then starts indexing its keys on the blocking pool; the index of the
-    /// previous batch is committed first, so positions only move forward. Indexing batch N while batch
-    /// N+1 is received and appended keeps the disk and SQLite busy at the same time.
-    async fn on_batch(&mut self, batch: Batch) -> Result<(), Error> {
-        let Batch { topic, end_offset, records, .. } = batch;
+    /// Stores a group of consecutive batches of one topic (one append, durable), then starts indexing
+    /// their keys on the blocking pool; the index of the previous group is committed first, so positions
+    /// only move forward. Indexing group N while group N+1 is received and appended keeps the disk and
+    /// SQLite busy at the same time.
+    async fn on_batches(&mut self, group: Vec<Batch>) -> Result<(), Error> {
+        let Some((topic, end_offset)) = group.last().map(|last| (last.topic.clone(), last.end_offset)) else {
+            return Ok(());
+        };
+        self.sync.metrics.batches_received.inc_by(group.len() as u64);
+        self.sync.metrics.appends.inc();
+        let records = concat_records(group);
         self.sync.status.set_broker_end(&topic, end_offset);
         let copy = self.sync.copy.clone();
         let (appended, handler_from) = if let Some(mut refresh) = self.refreshes.remove(&topic) {
@@ -419,6 +472,33 @@ impl<'s> Session<'s> {
             self.mark_ready().await;
         }
     }
+}
+
+/// The record bytes of a BATCH event, 0 for any other event.
+fn batch_len(event: &Event) -> usize {
+    match event {
+        Event::Batch(batch) => batch.records.len(),
+        _ => 0,
+    }
+}
+
+/// Whether `next` continues `last`: the same topic, and offsets that follow on, so their records laid end
+/// to end are one valid batch for the log. Anything else (which the broker does not send within one
+/// connection) is handled as a group of its own, exactly as a lone batch would be.
+fn follows(last: &Batch, next: &Batch) -> bool {
+    next.topic == last.topic && last.last_offset.checked_add(1) == Some(next.first_offset)
+}
+
+/// The records of a group laid end to end; a group of one keeps its buffer without a copy.
+fn concat_records(group: Vec<Batch>) -> Bytes {
+    if group.len() == 1 {
+        return group.into_iter().next().map(|batch| batch.records).unwrap_or_default();
+    }
+    let mut records = BytesMut::with_capacity(group.iter().map(|batch| batch.records.len()).sum());
+    for batch in &group {
+        records.extend_from_slice(&batch.records);
+    }
+    records.freeze()
 }
 
 /// Waits for the batch being indexed; never completes when there is none (its select branch is off then).

@@ -128,12 +128,17 @@ pub struct TestBroker {
 impl TestBroker {
     /// A broker with test endpoints, a short heartbeat and large batches.
     pub async fn start() -> TestBroker {
+        TestBroker::start_with_batches(2000).await
+    }
+
+    /// A broker like [`TestBroker::start`] whose BATCH frames hold at most `batch_max_records` records.
+    pub async fn start_with_batches(batch_max_records: usize) -> TestBroker {
         let dir = tempfile::tempdir().unwrap();
         let mut config = broker::Config::for_tests(dir.path().join("data"));
         config.test_endpoints = true;
         config.heartbeat = std::time::Duration::from_millis(500);
         config.group_commit_interval = std::time::Duration::from_millis(5);
-        config.batch_max_records = 2000;
+        config.batch_max_records = batch_max_records;
         config.segment_bytes = 16 * 1024 * 1024;
         let broker = broker::Broker::bind(config).await.unwrap();
         let (http, consumers) = (broker.http_addr().unwrap(), broker.consumer_addr().unwrap());
@@ -289,6 +294,13 @@ impl AppProcess {
         let response = self.client.get(format!("http://{}{path}", self.addr)).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET path` as text: the status and the body.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = self.client.get(format!("http://{}{path}", self.addr)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
     }
 
     /// `POST path` with a JSON body.
