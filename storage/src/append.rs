@@ -21,6 +21,10 @@ use crate::paths::{remove_file_logged, sync_dir};
 use crate::time::now_ms;
 use crate::writer::SegmentWriter;
 
+/// The largest encode buffer a log keeps between ROOT appends; a bigger one (a batch of several MiB) is
+/// freed after its append.
+const MAX_KEPT_ENCODE_BUFFER: usize = 4 << 20;
+
 /// One checked record of a relay batch.
 #[derive(Debug, Clone, Copy)]
 struct CheckedRecord {
@@ -53,20 +57,28 @@ impl Log {
         let timestamp_ms = now.max(writer.last_timestamp_ms);
         let mut result = Ok(());
         let mut start = 0;
+        // The buffer is taken out of the writer so the segment writer can be borrowed beside it.
+        let mut buffer = std::mem::take(&mut writer.encode_buffer);
         while start < records.len() {
             let (end, bytes) = group_end(records.len(), start, segment_bytes, |i| records[i].encoded_len());
-            result = self.write_group(&mut writer, bytes, now, |space| {
-                let mut at = 0;
-                for (i, record) in records[start..end].iter().enumerate() {
-                    at +=
-                        record.encode_into(first_offset + (start + i) as u64, timestamp_ms, &mut space[at..]);
-                }
-                ((end - start) as u64, timestamp_ms)
-            });
+            // Only grown, never cleared: every byte of `..bytes` is overwritten by the encoding below.
+            if buffer.len() < bytes {
+                buffer.resize(bytes, 0);
+            }
+            let group = &mut buffer[..bytes];
+            let mut at = 0;
+            for (i, record) in records[start..end].iter().enumerate() {
+                at += record.encode_into(first_offset + (start + i) as u64, timestamp_ms, &mut group[at..]);
+            }
+            result = self.write_group(&mut writer, group, (end - start) as u64, timestamp_ms, now);
             if result.is_err() {
                 break;
             }
             start = end;
+        }
+        // A batch as big as a segment should not pin that much memory for the life of the log.
+        if buffer.capacity() <= MAX_KEPT_ENCODE_BUFFER {
+            writer.encode_buffer = buffer;
         }
         let next_offset = writer.next_offset;
         drop(writer);
@@ -131,10 +143,7 @@ impl Log {
             let (end, bytes) = group_end(checked.len(), start, segment_bytes, |i| checked[i].len);
             let timestamp_ms = checked[end - 1].timestamp_ms;
             let source = &batch[position..position + bytes];
-            result = self.write_group(&mut writer, bytes, now, |space| {
-                space.copy_from_slice(source);
-                ((end - start) as u64, timestamp_ms)
-            });
+            result = self.write_group(&mut writer, source, (end - start) as u64, timestamp_ms, now);
             if result.is_err() {
                 break;
             }
@@ -155,25 +164,23 @@ impl Log {
         })
     }
 
-    /// Writes one group of records that fits in a segment: rolls first if needed, allocates, lets `fill`
-    /// write the bytes (it returns how many records it wrote and the last one's timestamp), and publishes
-    /// them to the segment.
+    /// Writes one group of records that fits in a segment: rolls first if needed, then writes `bytes`
+    /// (`n_records` whole records, the last with `last_timestamp_ms`) with one write and publishes them.
     fn write_group(
         &self,
         writer: &mut Writer,
-        bytes: usize,
+        bytes: &[u8],
+        n_records: u64,
+        last_timestamp_ms: u64,
         now: u64,
-        fill: impl FnOnce(&mut [u8]) -> (u64, u64),
     ) -> Result<(), Error> {
         let max_age_ms = self.config.segment_max_age.as_millis() as u64;
         let too_old = writer.active.position() > 0
             && now.saturating_sub(writer.active.segment().created_ms()) >= max_age_ms;
-        if writer.active.remaining() < bytes || too_old {
+        if writer.active.remaining() < bytes.len() || too_old {
             self.roll(writer, now)?;
         }
-        let space = writer.active.reserve(bytes)?;
-        let (n_records, last_timestamp_ms) = fill(space);
-        writer.active.commit(bytes, n_records, last_timestamp_ms);
+        writer.active.append(bytes, n_records, last_timestamp_ms)?;
         writer.next_offset += n_records;
         writer.last_timestamp_ms = writer.last_timestamp_ms.max(last_timestamp_ms);
         self.next_offset.store(writer.next_offset, Ordering::Release);

@@ -7,12 +7,13 @@
 //! the records. Sealing truncates the file to its records.
 //!
 //! Concurrency: the bytes below `written` are complete records that are never modified again, so readers
-//! may borrow them freely while the single writer fills the bytes above.
+//! may borrow them freely while the single writer fills the bytes above. The writer writes into the file
+//! (never through the mapping, which is read-only); a shared mapping sees the page cache those writes fill.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use memmap2::{MmapOptions, MmapRaw};
@@ -46,6 +47,9 @@ pub(crate) struct Segment {
     sealed_ms: AtomicU64,
     /// The sparse index.
     index: RwLock<SparseIndex>,
+    /// The open file, while the segment may hold bytes not yet synced; the flusher uses it outside the
+    /// writer lock. Released once a sealed segment is synced, so sealed segments hold no descriptor.
+    sync_file: Mutex<Option<Arc<File>>>,
 }
 
 /// What a reader needs to know about a segment's state, read in one go.
@@ -84,6 +88,7 @@ impl Segment {
             created_ms,
             sealed_ms: AtomicU64::new(0),
             index: RwLock::new(index),
+            sync_file: Mutex::new(None),
         }
     }
 
@@ -162,15 +167,31 @@ impl Segment {
         }
     }
 
-    /// Makes bytes `start..end` of the mapping durable (msync, which on Linux also syncs the file size
-    /// and block allocation the data needs).
-    pub(crate) fn sync_range(&self, start: usize, end: usize) -> Result<(), Error> {
-        if end <= start {
-            return Ok(());
-        }
-        self.map
-            .flush_range(start, end - start)
-            .map_err(|source| Error::io("flush segment", &self.path, source))
+    /// Gives the segment the file handle [`Segment::sync_data`] uses (the active segment's writer does).
+    pub(crate) fn set_sync_file(&self, file: Arc<File>) {
+        *self.sync_file.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(file);
+    }
+
+    /// Drops the file handle once a sealed segment is durable.
+    pub(crate) fn release_sync_file(&self) {
+        self.sync_file.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+    }
+
+    /// Makes every byte written to the segment file durable with one fdatasync (which also syncs the file
+    /// size and block allocation the data needs). The records are written with `pwrite`, so syncing the
+    /// file, not the mapping, is what reaches them. Without a handle the file is opened by path; a file
+    /// already removed (by retention) needs no sync.
+    pub(crate) fn sync_data(&self) -> Result<(), Error> {
+        let held = self.sync_file.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let file = match held {
+            Some(file) => file,
+            None => match File::open(&self.path) {
+                Ok(file) => Arc::new(file),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(source) => return Err(Error::io("open segment to sync", &self.path, source)),
+            },
+        };
+        file.sync_data().map_err(|source| Error::io("sync segment", &self.path, source))
     }
 
     /// Adds index entries (active segment only).
@@ -208,11 +229,6 @@ impl Segment {
     /// Marks the segment sealed.
     pub(crate) fn mark_sealed(&self, sealed_ms: u64) {
         self.sealed_ms.store(sealed_ms.max(1), Ordering::Release);
-    }
-
-    /// The raw mapping, for the writer.
-    pub(crate) fn map(&self) -> &MmapRaw {
-        &self.map
     }
 }
 

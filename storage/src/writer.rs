@@ -1,14 +1,21 @@
 //! The write side of the active segment: creating its file, growing its disk allocation in chunks with
-//! `posix_fallocate`, writing records into the mapping, publishing them, and sealing. There is exactly one
+//! `posix_fallocate`, writing records into the file, publishing them, and sealing. There is exactly one
 //! `SegmentWriter` per active segment, owned by its log's writer lock. Knows nothing of SQLite.
 //!
-//! Why fallocate: a store into a mapped page the file system cannot back raises SIGBUS, which would kill
-//! the process. Allocating the blocks first turns a full disk into an ordinary `Error::NoSpace` before any
-//! byte is written. The whole `segment_bytes` range is mapped up front (address space is cheap) but disk
+//! Why `pwrite` rather than stores into the mapping: the first store into each page of a mapping faults,
+//! and the kernel zero-fills the page before the copy; for a relay that was most of its CPU. One positional
+//! write per batch copies straight into the page cache instead, and the shared mapping (kept for readers
+//! only, and mapped read-only) sees the same pages. Ordering: the bytes are written, then the new length is
+//! published with `Release`, and readers only look below the published length.
+//!
+//! Why fallocate: allocating the blocks before writing turns a full disk into an ordinary `Error::NoSpace`
+//! before any byte is written (a write that still meets a full disk fails with ENOSPC, which maps to the
+//! same error). The whole `segment_bytes` range is mapped up front (address space is cheap) but disk
 //! space is allocated `preallocate_chunk_bytes` at a time, and a sealed segment is truncated to its records.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -30,8 +37,9 @@ const MAX_EINTR_RETRIES: usize = 16;
 pub(crate) struct SegmentWriter {
     /// The segment being written.
     segment: Arc<Segment>,
-    /// The open segment file, for allocation, truncation and fdatasync.
-    file: File,
+    /// The open segment file, for writes, allocation and truncation (the segment holds a handle too, for
+    /// fdatasync).
+    file: Arc<File>,
     /// Bytes written and published.
     position: usize,
     /// Bytes of the file allocated on disk; writes stay below this.
@@ -137,11 +145,13 @@ impl SegmentWriter {
         let capacity = (config.segment_bytes as usize).max(written);
         let map = MmapOptions::new()
             .len(capacity)
-            .map_raw(&file)
+            .map_raw_read_only(&file)
             .map_err(|source| Error::io("map segment file", path, source))?;
         let builder = IndexBuilder::after(config.index_interval_bytes, &entries);
+        let file = Arc::new(file);
         let segment =
             Segment::new(path, base_offset, map, written, tail, created_ms, SparseIndex::Memory(entries));
+        segment.set_sync_file(Arc::clone(&file));
         Ok(SegmentWriter {
             segment: Arc::new(segment),
             file,
@@ -169,30 +179,30 @@ impl SegmentWriter {
         self.capacity - self.position
     }
 
-    /// Allocates disk space for `n` more bytes and returns the place to write them. Nothing is written or
-    /// published; on error (such as [`Error::NoSpace`]) the segment is unchanged.
-    pub(crate) fn reserve(&mut self, n: usize) -> Result<&mut [u8], Error> {
+    /// Writes `bytes`, which hold `n_records` whole records (the last with `last_timestamp_ms`), after the
+    /// published ones with one positional write, then publishes them. Disk space is allocated first; on
+    /// error (such as [`Error::NoSpace`]) nothing is published and the segment is unchanged for readers.
+    pub(crate) fn append(
+        &mut self,
+        bytes: &[u8],
+        n_records: u64,
+        last_timestamp_ms: u64,
+    ) -> Result<(), Error> {
+        let n = bytes.len();
         if n > self.remaining() {
             return Err(Error::io(
-                "reserve segment space",
+                "append to segment",
                 self.segment.path(),
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, "the segment is full"),
             ));
         }
         self.ensure_allocated((self.position + n) as u64)?;
         let start = self.position;
-        // SAFETY: `start..start + n` lies inside the mapping and below `allocated`, so the file backs it.
-        // It is above the published `written` mark, so no reader borrows it, and this writer is the only
-        // one of the segment; `&mut self` keeps this the only mutable borrow.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.segment.map().as_mut_ptr().add(start), n) })
-    }
-
-    /// Publishes `n` bytes holding `n_records` records, written into the space [`SegmentWriter::reserve`]
-    /// returned; `last_timestamp_ms` is the last record's timestamp.
-    pub(crate) fn commit(&mut self, n: usize, n_records: u64, last_timestamp_ms: u64) {
-        let start = self.position;
-        // SAFETY: the caller wrote these bytes into reserved space; nothing writes them concurrently.
-        let bytes = unsafe { std::slice::from_raw_parts(self.segment.map().as_ptr().add(start), n) };
+        // A failed or partial write leaves bytes above the published length only; readers never look there
+        // and the next append overwrites them (a crash leaves them as a torn tail that recovery cuts).
+        self.file
+            .write_all_at(bytes, start as u64)
+            .map_err(|source| Error::io("write segment", self.segment.path(), source))?;
         let base_offset = self.segment.base_offset();
         let mut entries: Vec<IndexEntry> = Vec::new();
         let mut at = 0;
@@ -210,7 +220,10 @@ impl SegmentWriter {
         }
         self.position += n;
         self.end_offset += n_records;
+        // The write above returned, so the bytes are in the page cache the mapping shares; publishing the
+        // length with `Release` after it is what lets readers borrow them.
         self.segment.publish(self.position, self.end_offset, last_timestamp_ms);
+        Ok(())
     }
 
     /// Seals the segment: truncates the file to its records and writes its index file (a failure to write
@@ -219,15 +232,13 @@ impl SegmentWriter {
     /// syncs them. On error the segment stays active and usable.
     pub(crate) fn seal(&mut self, sealed_ms: u64, durable: bool) -> Result<(), Error> {
         let path = self.segment.path().to_path_buf();
-        if durable {
-            self.segment.sync_range(0, self.position)?;
-        }
         // From here on the allocation may be gone, so the next write (if sealing fails) allocates again.
         self.allocated = self.allocated.min(self.position as u64);
         self.file
             .set_len(self.position as u64)
             .map_err(|source| Error::io("truncate sealed segment", &path, source))?;
         if durable {
+            // One fdatasync covers the records written with pwrite and the new length.
             self.file.sync_data().map_err(|source| Error::io("sync sealed segment", &path, source))?;
         }
         let index_file = self.segment.index_path().to_path_buf();
@@ -249,6 +260,10 @@ impl SegmentWriter {
             }
         }
         self.segment.mark_sealed(sealed_ms);
+        if durable {
+            // Synced above; a sealed segment keeps no descriptor open.
+            self.segment.release_sync_file();
+        }
         Ok(())
     }
 
@@ -313,13 +328,12 @@ mod tests {
 
     fn write(writer: &mut SegmentWriter, offsets: std::ops::Range<u64>) {
         let record = NewRecord::new(b"key", &[3u8; 90]);
-        let n = record.encoded_len() * (offsets.end - offsets.start) as usize;
-        let space = writer.reserve(n).unwrap();
+        let mut bytes = vec![0u8; record.encoded_len() * (offsets.end - offsets.start) as usize];
         let mut at = 0;
         for offset in offsets.clone() {
-            at += record.encode_into(offset, offset + 1000, &mut space[at..]);
+            at += record.encode_into(offset, offset + 1000, &mut bytes[at..]);
         }
-        writer.commit(n, offsets.end - offsets.start, offsets.end - 1 + 1000);
+        writer.append(&bytes, offsets.end - offsets.start, offsets.end - 1 + 1000).unwrap();
     }
 
     #[test]
@@ -355,9 +369,9 @@ mod tests {
         let path = writer.segment().path().to_path_buf();
         let written = writer.position();
         // A half-written record after the valid ones.
-        let space = writer.reserve(50).unwrap();
-        space[..4].copy_from_slice(&100u32.to_le_bytes());
-        space[4..50].fill(0xAB);
+        let mut torn = vec![0xABu8; 50];
+        torn[..4].copy_from_slice(&100u32.to_le_bytes());
+        writer.file.write_all_at(&torn, written as u64).unwrap();
         drop(writer);
         let (writer, outcome) = SegmentWriter::resume(&path, 0, 1, &config()).unwrap();
         assert_eq!((outcome.valid_len, outcome.next_offset), (written, 20));
@@ -367,10 +381,27 @@ mod tests {
     }
 
     #[test]
-    fn reserve_refuses_more_than_the_segment() {
+    fn append_refuses_more_than_the_segment_and_publishes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = SegmentWriter::create(dir.path(), 0, 1, &config()).unwrap();
-        assert!(writer.reserve(64 * 1024 + 1).is_err());
-        assert_eq!(writer.reserve(64 * 1024).unwrap().len(), 64 * 1024);
+        assert!(writer.append(&vec![0u8; 64 * 1024 + 1], 1, 1).is_err());
+        assert_eq!((writer.position(), writer.segment().state().written), (0, 0));
+        write(&mut writer, 0..10);
+        assert_eq!(writer.segment().state().end_offset, 10);
+    }
+
+    #[test]
+    fn bytes_written_to_the_file_are_seen_through_the_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = SegmentWriter::create(dir.path(), 0, 1, &config()).unwrap();
+        // Far enough to cross the first allocation chunk, so fresh blocks are written too.
+        for batch in 0..20 {
+            write(&mut writer, batch * 10..batch * 10 + 10);
+            let published = writer.segment().published();
+            assert_eq!(published.len(), writer.position());
+            let offsets: Vec<u64> =
+                protocol::record::RecordIter::new(published).map(|record| record.unwrap().offset()).collect();
+            assert_eq!(offsets, (0..batch * 10 + 10).collect::<Vec<_>>());
+        }
     }
 }

@@ -232,6 +232,50 @@ fn concurrent_appenders_get_distinct_contiguous_offsets() {
     }
 }
 
+/// Records are written into the segment file and read through its mapping: a reader following a log
+/// while another thread appends (ROOT records, then the same bytes relayed into a second log) must see
+/// every record whole and in order, across segment rolls.
+#[test]
+fn a_reader_sees_whole_records_while_another_thread_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_config(interval()));
+    let root = store.create_topic("root", uid(1), 0).unwrap();
+    let relay = store.create_topic("relay", uid(2), 0).unwrap();
+    let total = 6_000u64;
+    let appender = {
+        let (root, relay) = (Arc::clone(&root), Arc::clone(&relay));
+        std::thread::spawn(move || {
+            for _ in 0..total / 50 {
+                let first = root.next_offset();
+                append_n(&root, 50, 50);
+                let chunk = root.read(first, 50, 1 << 20).unwrap();
+                let outcome = relay.append_records(&chunk.records).unwrap();
+                assert_eq!((outcome.first_offset, outcome.n_appended), (first, 50));
+            }
+        })
+    };
+    let mut next = 0u64;
+    let mut seen = Vec::new();
+    for _ in 0..100_000_000u64 {
+        if next == total {
+            break;
+        }
+        let chunk = relay.read(next, 1_000, 8 * 1024).unwrap();
+        if chunk.is_empty() {
+            std::thread::yield_now();
+            continue;
+        }
+        assert_eq!(chunk.first_offset, next);
+        seen.extend_from_slice(&chunk.records);
+        next = chunk.next_offset;
+    }
+    appender.join().unwrap();
+    assert_eq!(next, total, "the reader caught up");
+    assert!(relay.segments().len() >= 3, "the appends crossed segment rolls");
+    check_records(&seen, 0, total);
+    assert_eq!(read_all(&root), seen, "the relayed bytes are the root's");
+}
+
 #[test]
 fn an_explicit_flush_covers_segments_sealed_without_syncing() {
     let dir = tempfile::tempdir().unwrap();
