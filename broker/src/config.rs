@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use protocol::Level;
 
 /// The broker binary's command line: the broker itself, or one of its helper subcommands.
 #[derive(Debug, Parser)]
@@ -40,60 +41,6 @@ pub enum Command {
     },
 }
 
-/// A node's level in the relay tree; ROOT is the only level that accepts new data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
-pub enum Level {
-    /// The cloud node: assigns offsets and timestamps.
-    Root,
-    /// A region.
-    L2,
-    /// A store cluster or store server.
-    L3,
-    /// A till.
-    Pos,
-    /// An on-device node.
-    Local,
-}
-
-impl Level {
-    /// The level's number on the wire (ROOT 0 ... LOCAL 4).
-    pub fn as_u8(self) -> u8 {
-        match self {
-            Level::Root => 0,
-            Level::L2 => 1,
-            Level::L3 => 2,
-            Level::Pos => 3,
-            Level::Local => 4,
-        }
-    }
-
-    /// The level with this wire number, if any.
-    pub fn from_u8(level: u8) -> Option<Level> {
-        [Level::Root, Level::L2, Level::L3, Level::Pos, Level::Local].into_iter().find(|l| l.as_u8() == level)
-    }
-
-    /// The level one up, where this level's parents live; `None` for ROOT.
-    pub fn parent(self) -> Option<Level> {
-        Level::from_u8(self.as_u8().checked_sub(1)?)
-    }
-
-    /// The level one down, where this level's children live; `None` for LOCAL.
-    pub fn child(self) -> Option<Level> {
-        Level::from_u8(self.as_u8() + 1)
-    }
-
-    /// The level's name as operators write it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Root => "ROOT",
-            Level::L2 => "L2",
-            Level::L3 => "L3",
-            Level::Pos => "POS",
-            Level::Local => "LOCAL",
-        }
-    }
-}
-
 /// When the storage engine flushes appended records to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FlushMode {
@@ -108,8 +55,10 @@ pub enum FlushMode {
 /// Every setting of a running broker.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// This node's level in the tree (any case: `root`, `L2`, `Pos`...).
-    #[arg(long, env = "BROKER_LEVEL", value_enum, ignore_case = true, default_value = "root")]
+    /// This node's level in the tree: `root` (the cloud node: assigns offsets and timestamps), `l2` (a
+    /// region), `l3` (a store cluster or store server), `pos` (a till) or `local` (an on-device node); upper
+    /// case (`ROOT`, `L2`...) works too.
+    #[arg(long, env = "BROKER_LEVEL", default_value = "root")]
     pub level: Level,
 
     /// This node's id, unique in the tree.

@@ -74,7 +74,7 @@ impl Broker {
         let consumer_addr = consumer_listener.local_addr()?;
         tracing::info!(
             node_id = %node.config.node_id,
-            level = node.config.level.name(),
+            level = node.config.level.as_str(),
             %http_addr,
             %consumer_addr,
             data_dir = %node.config.data_dir.display(),

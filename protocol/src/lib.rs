@@ -9,6 +9,7 @@ pub mod error;
 pub mod frame;
 #[cfg(feature = "json")]
 pub mod json;
+pub mod level;
 pub mod record;
 pub mod topic;
 
@@ -20,5 +21,6 @@ pub use frame::{
 };
 #[cfg(feature = "json")]
 pub use json::{IngestBody, IngestRecord, OwnedRecord, RecordJson, ValueJson};
+pub use level::{Level, UnknownLevel};
 pub use record::{BatchSummary, NewRecord, RecordIter, RecordView, check_batch};
 pub use topic::{ALL_TOPICS, TopicUid, validate_topic_name};

@@ -134,7 +134,7 @@ pub fn labels_compatible(candidate: &Labels, child: &Labels) -> bool {
 pub fn is_usable(child: &Child<'_>, candidate: &Candidate<'_>, exclude: &[String]) -> bool {
     candidate.alive
         && candidate.id != child.id
-        && Some(candidate.level) == child.level.parent_level()
+        && Some(candidate.level) == child.level.parent()
         && labels_compatible(candidate.labels, child.labels)
         && !exclude.iter().any(|excluded| excluded == candidate.id)
 }
@@ -153,7 +153,7 @@ pub fn check_preferred(
             "preferred parent {preferred_id:?} is the node itself; that would make a cycle"
         )));
     }
-    let Some(parent_level) = child_level.parent_level() else {
+    let Some(parent_level) = child_level.parent() else {
         return Err(Refusal::RootHasNoParent(format!(
             "{child_id:?} is ROOT, which never has a parent; drop preferred_parent {preferred_id:?}"
         )));
@@ -188,7 +188,7 @@ pub fn check_preferred(
 /// the two, then the usable candidate with the fewest children, ties broken by id so that the answer is
 /// deterministic.
 pub fn choose(child: &Child<'_>, candidates: &[Candidate<'_>], request: &Request<'_>) -> Choice {
-    if child.level.parent_level().is_none() {
+    if child.level.parent().is_none() {
         return Choice { parent: None, alternates: Vec::new(), reason: Reason::IsRoot };
     }
     let mut usable: Vec<&Candidate<'_>> =

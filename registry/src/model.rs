@@ -5,108 +5,12 @@
 //! keep state (`topology`) or touch SQLite (`db`).
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
+pub use protocol::Level;
 use serde::{Deserialize, Serialize};
 
 /// A node's labels, such as `region` or `store`. Sorted so that JSON output and comparisons are stable.
 pub type Labels = BTreeMap<String, String>;
-
-/// A level of the tree. The order is the tree's order: ROOT is the top, LOCAL the bottom.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    /// The cloud node; the only node that accepts new data. It never has a parent.
-    Root,
-    /// A region.
-    L2,
-    /// A store cluster or store server.
-    L3,
-    /// A till.
-    Pos,
-    /// An on-device broker.
-    Local,
-}
-
-impl Level {
-    /// Every level, top first.
-    pub const ALL: [Level; 5] = [Level::Root, Level::L2, Level::L3, Level::Pos, Level::Local];
-
-    /// The level's depth: ROOT 0, L2 1, L3 2, POS 3, LOCAL 4 (the same numbers the pipe's HELLO uses).
-    pub fn depth(self) -> u8 {
-        match self {
-            Level::Root => 0,
-            Level::L2 => 1,
-            Level::L3 => 2,
-            Level::Pos => 3,
-            Level::Local => 4,
-        }
-    }
-
-    /// The level one up, where this level's parents live; `None` for ROOT.
-    pub fn parent_level(self) -> Option<Level> {
-        match self {
-            Level::Root => None,
-            Level::L2 => Some(Level::Root),
-            Level::L3 => Some(Level::L2),
-            Level::Pos => Some(Level::L3),
-            Level::Local => Some(Level::Pos),
-        }
-    }
-
-    /// The canonical upper-case name used in JSON and in SQLite.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Root => "ROOT",
-            Level::L2 => "L2",
-            Level::L3 => "L3",
-            Level::Pos => "POS",
-            Level::Local => "LOCAL",
-        }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-/// The error for a level name that is not one of ROOT, L2, L3, POS, LOCAL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownLevel(pub String);
-
-impl fmt::Display for UnknownLevel {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "unknown level {:?}; expected one of ROOT, L2, L3, POS, LOCAL", self.0)
-    }
-}
-
-impl FromStr for Level {
-    type Err = UnknownLevel;
-
-    /// Accepts the canonical names and their lower-case spelling, because configuration files and
-    /// environment variables are often written in lower case.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Level::ALL
-            .into_iter()
-            .find(|level| level.as_str() == text || level.as_str().to_ascii_lowercase() == text)
-            .ok_or_else(|| UnknownLevel(text.to_owned()))
-    }
-}
-
-impl Serialize for Level {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Level {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// Whether the registry currently counts a node as alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -320,27 +224,6 @@ pub struct Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn levels_parse_in_both_cases_and_refuse_others() {
-        assert_eq!("L3".parse::<Level>(), Ok(Level::L3));
-        assert_eq!("pos".parse::<Level>(), Ok(Level::Pos));
-        assert_eq!("ROOT".parse::<Level>(), Ok(Level::Root));
-        assert!("l9".parse::<Level>().is_err());
-        assert!("Root".parse::<Level>().is_err());
-        for level in Level::ALL {
-            assert_eq!(level.as_str().parse::<Level>(), Ok(level));
-        }
-    }
-
-    #[test]
-    fn parent_level_is_one_up() {
-        assert_eq!(Level::Root.parent_level(), None);
-        for window in Level::ALL.windows(2) {
-            assert_eq!(window[1].parent_level(), Some(window[0]));
-            assert_eq!(window[1].depth(), window[0].depth() + 1);
-        }
-    }
 
     #[test]
     fn event_kinds_round_trip_through_their_names() {

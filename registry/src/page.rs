@@ -60,7 +60,7 @@ fn render_card(out: &mut String, node: &Node, now_ms: u64) {
         out,
         "<div class=\"node {state}\"><div class=\"head\"><span class=\"level l{depth}\">{level}</span> \
          <b class=\"id\">{id}</b> <span class=\"state\">{state}</span></div>",
-        depth = node.level.depth(),
+        depth = node.level.as_u8(),
         level = node.level.as_str(),
         id = escape(&node.id),
     );

@@ -336,7 +336,7 @@ impl Topology {
 
     /// Every node one level above `level`, with its load.
     fn candidates(&self, level: Level) -> Vec<Candidate<'_>> {
-        let Some(parent_level) = level.parent_level() else {
+        let Some(parent_level) = level.parent() else {
             return Vec::new();
         };
         self.by_level

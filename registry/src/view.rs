@@ -16,7 +16,7 @@ pub fn build(mut nodes: Vec<Node>) -> TopologyView {
     let attached_parent = |node: &Node| -> Option<String> {
         let parent = node.parent.as_deref()?;
         let parent_level = levels.get(parent)?;
-        (Some(*parent_level) == node.level.parent_level()).then(|| parent.to_owned())
+        (Some(*parent_level) == node.level.parent()).then(|| parent.to_owned())
     };
 
     let mut children_of: BTreeMap<String, Vec<&Node>> = BTreeMap::new();

@@ -66,7 +66,7 @@ pub fn refuse_unless_root(node: &Node) -> Result<(), ApiError> {
         "not_root",
         format!(
             "this is a {} node; data enters the tree at ROOT only: publish to the ROOT broker",
-            node.config.level.name()
+            node.config.level.as_str()
         ),
     ))
 }

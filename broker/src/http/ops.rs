@@ -16,7 +16,7 @@ pub async fn health(State(node): State<AppState>) -> Response {
     let body = json!({
         "status": "ok",
         "node_id": node.config.node_id,
-        "level": node.config.level.name(),
+        "level": node.config.level.as_str(),
         "uptime_s": node.started.elapsed().as_secs(),
     });
     axum::Json(body).into_response()

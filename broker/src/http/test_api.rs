@@ -225,7 +225,7 @@ pub async fn stats(State(node): State<AppState>) -> Response {
         .collect();
     let body = serde_json::json!({
         "node_id": node.config.node_id,
-        "level": node.config.level.name(),
+        "level": node.config.level.as_str(),
         "topics": topics,
         "groups": positions(&node),
         "connections": { "count": connections.len(), "list": connections },

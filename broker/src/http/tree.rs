@@ -79,7 +79,7 @@ pub async fn describe(State(node): State<AppState>) -> Response {
     });
     let body = serde_json::json!({
         "id": node.config.node_id,
-        "level": node.config.level.name(),
+        "level": node.config.level.as_str(),
         "parent": parent,
         "pipe": {
             "state": pipe.state,

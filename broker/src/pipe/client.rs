@@ -281,7 +281,7 @@ impl Link<'_> {
                 welcome.node_id,
                 self.parent.http_addr,
                 welcome.level,
-                own.name()
+                own.as_str()
             );
             return Err(self.fatal(ErrorCode::BadRequest, reason, true).await);
         }

@@ -31,7 +31,7 @@ pub async fn run_registration(
 ) {
     let body = RegisterBody {
         id: node.config.node_id.clone(),
-        level: node.config.level.name(),
+        level: node.config.level.as_str(),
         labels: node.config.labels.0.clone(),
         http_addr,
         tcp_addr: Some(tcp_addr),

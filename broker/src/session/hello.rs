@@ -140,18 +140,18 @@ impl Session {
                 return bad(format!("a consumer's level must be {LEVEL_CONSUMER}, not {}", hello.level));
             }
             Role::Pipe if Some(hello.level) != self.node.config.level.child().map(Level::as_u8) => {
-                let claimed =
-                    Level::from_u8(hello.level).map_or_else(|| hello.level.to_string(), |l| l.name().into());
+                let claimed = Level::from_u8(hello.level)
+                    .map_or_else(|| hello.level.to_string(), |l| l.as_str().into());
                 let own = self.node.config.level;
                 return bad(match own.child() {
                     Some(child) => format!(
                         "level {claimed} cannot be a child of this {} node; its children are {}",
-                        own.name(),
-                        child.name()
+                        own.as_str(),
+                        child.as_str()
                     ),
                     None => format!(
                         "level {claimed} cannot be a child of this {} node, which takes no children",
-                        own.name()
+                        own.as_str()
                     ),
                 });
             }
