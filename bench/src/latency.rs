@@ -8,6 +8,8 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::svg::{Panel, Series, XAxis};
+
 /// The largest latency recorded exactly (one hour); larger values are recorded as this.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
 
@@ -76,6 +78,32 @@ pub struct LatencySummary {
     /// The percentile curve: (percentile in %, microseconds), from 0 up to the largest value, which is
     /// placed at percentile 100 (1 - 1/count).
     pub curve: Vec<(f64, u64)>,
+}
+
+impl LatencySummary {
+    /// The plot of p50, p99 and max per time window, titled `title`.
+    pub fn over_time_panel(&self, title: String) -> Panel {
+        let line = |name: &str, value: fn(&WindowPoint) -> u64| Series {
+            name: name.into(),
+            points: self.series.iter().map(|point| (point.t_s, value(point) as f64)).collect(),
+        };
+        Panel {
+            title,
+            x_label: "seconds since the start of the run".to_string(),
+            y_label: "microseconds".to_string(),
+            x_axis: XAxis::Linear,
+            series: vec![
+                line("p50", |point| point.p50_us),
+                line("p99", |point| point.p99_us),
+                line("max", |point| point.max_us),
+            ],
+        }
+    }
+
+    /// The percentile curve as one plot line named `name`.
+    pub fn curve_series(&self, name: String) -> Series {
+        Series { name, points: self.curve.iter().map(|&(percentile, us)| (percentile, us as f64)).collect() }
+    }
 }
 
 impl LatencyRecorder {

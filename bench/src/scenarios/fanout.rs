@@ -20,7 +20,7 @@ use crate::launch::Parent;
 use crate::load::Clock;
 use crate::report::{Figure, Report, Target};
 use crate::run::Run;
-use crate::svg::{Panel, Series, XAxis};
+use crate::svg::{Panel, XAxis};
 
 /// The topic published.
 const TOPIC: &str = "bench-fanout";
@@ -177,35 +177,13 @@ pub async fn run(args: &FanoutArgs, run: &Run, report: &mut Report) -> Result<()
     let summary = latency.lock().map_err(|_| anyhow::anyhow!("latency lock poisoned"))?.summary();
     if let Some(summary) = summary {
         report.panels = vec![
-            Panel {
-                title: "ROOT append -> delivered, over time".to_string(),
-                x_label: "seconds since the start of the run".to_string(),
-                y_label: "microseconds".to_string(),
-                x_axis: XAxis::Linear,
-                series: vec![
-                    Series {
-                        name: "p50".into(),
-                        points: summary.series.iter().map(|p| (p.t_s, p.p50_us as f64)).collect(),
-                    },
-                    Series {
-                        name: "p99".into(),
-                        points: summary.series.iter().map(|p| (p.t_s, p.p99_us as f64)).collect(),
-                    },
-                    Series {
-                        name: "max".into(),
-                        points: summary.series.iter().map(|p| (p.t_s, p.max_us as f64)).collect(),
-                    },
-                ],
-            },
+            summary.over_time_panel("ROOT append -> delivered, over time".to_string()),
             Panel {
                 title: "ROOT append -> delivered, percentiles".to_string(),
                 x_label: "percentile".to_string(),
                 y_label: "microseconds".to_string(),
                 x_axis: XAxis::Nines,
-                series: vec![Series {
-                    name: "all consumers".into(),
-                    points: summary.curve.iter().map(|&(p, us)| (p, us as f64)).collect(),
-                }],
+                series: vec![summary.curve_series("all consumers".to_string())],
             },
         ];
         report.latencies.push(summary);

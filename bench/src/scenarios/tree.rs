@@ -19,7 +19,7 @@ use crate::load::{self, Clock, Destination, LoadOutcome, Plan};
 use crate::probe::{ProbeSettings, run_probe};
 use crate::report::{Figure, Report, Target};
 use crate::run::Run;
-use crate::svg::{Panel, Series, XAxis};
+use crate::svg::{Panel, XAxis};
 
 /// The levels of the chain, parent first: (process name and `--level` value, label).
 pub const LEVELS: [(&str, &str); 5] =
@@ -291,38 +291,13 @@ pub async fn run(args: &TreeArgs, run: &Run, report: &mut Report) -> Result<()> 
 fn tree_panels(sampler: &PositionSampler, latencies: &[LatencySummary]) -> Vec<Panel> {
     let mut panels = Vec::new();
     if let Some(first) = latencies.first() {
-        panels.push(Panel {
-            title: format!("{} over time", first.name),
-            x_label: "seconds since the start of the run".to_string(),
-            y_label: "microseconds".to_string(),
-            x_axis: XAxis::Linear,
-            series: vec![
-                Series {
-                    name: "p50".into(),
-                    points: first.series.iter().map(|p| (p.t_s, p.p50_us as f64)).collect(),
-                },
-                Series {
-                    name: "p99".into(),
-                    points: first.series.iter().map(|p| (p.t_s, p.p99_us as f64)).collect(),
-                },
-                Series {
-                    name: "max".into(),
-                    points: first.series.iter().map(|p| (p.t_s, p.max_us as f64)).collect(),
-                },
-            ],
-        });
+        panels.push(first.over_time_panel(format!("{} over time", first.name)));
         panels.push(Panel {
             title: "latency percentiles".to_string(),
             x_label: "percentile".to_string(),
             y_label: "microseconds".to_string(),
             x_axis: XAxis::Nines,
-            series: latencies
-                .iter()
-                .map(|latency| Series {
-                    name: latency.name.clone(),
-                    points: latency.curve.iter().map(|&(p, us)| (p, us as f64)).collect(),
-                })
-                .collect(),
+            series: latencies.iter().map(|latency| latency.curve_series(latency.name.clone())).collect(),
         });
     }
     panels.push(Panel {
