@@ -71,7 +71,7 @@ async fn seek_earliest_latest_and_offset() {
 
 /// Collects a full refresh: RESET, batches, READY. Returns (log_start, end, offsets).
 async fn collect_refresh(consumer: &mut client::Consumer, topic: &str) -> (u64, u64, Vec<u64>) {
-    let reset = loop {
+    let mut reset = loop {
         match next_event(consumer).await {
             Event::Reset(reset) => break reset,
             // Batches sent before the refresh began may still be arriving.
@@ -86,6 +86,14 @@ async fn collect_refresh(consumer: &mut client::Consumer, topic: &str) -> (u64, 
             Event::Batch(batch) => {
                 offsets.extend(records_of(&batch).iter().map(|record| record.offset));
                 consumer.ack(topic, batch.last_offset + 1).await.unwrap();
+            }
+            // Retention overtook the refresh itself (its start was deleted while it ran): the broker
+            // starts it again from the new log start, and what was collected so far is dropped.
+            Event::Reset(again) => {
+                assert_eq!(again.topic, topic);
+                assert!(again.log_start > reset.log_start, "a repeated RESET only moves forward");
+                reset = again;
+                offsets.clear();
             }
             Event::Ready(ready) => {
                 assert_eq!(ready.end_offset, reset.end_offset);
