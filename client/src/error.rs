@@ -27,6 +27,20 @@ pub enum Error {
     /// Nothing arrived from the broker for three heartbeat intervals.
     #[error("the broker has been silent for {0:?}")]
     Silent(Duration),
+    /// The WebSocket failed (opening it, or reading from it).
+    #[error("WebSocket: {context}: {source}")]
+    WebSocket {
+        /// What was being done.
+        context: String,
+        /// What failed.
+        source: Box<tokio_tungstenite::tungstenite::Error>,
+    },
+    /// Connecting took too long.
+    #[error("connecting took longer than {0:?}")]
+    ConnectTimeout(Duration),
+    /// The peer did not take a frame within the time allowed (it stopped reading).
+    #[error("the peer did not take a frame within {0:?}")]
+    SendTimeout(Duration),
     /// Connecting or the HELLO/WELCOME exchange took too long.
     #[error("no WELCOME from the broker within {0:?}")]
     HandshakeTimeout(Duration),

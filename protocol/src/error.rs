@@ -80,6 +80,14 @@ pub enum WireError {
         /// The offset found.
         found: u64,
     },
+    /// A BATCH frame names a last offset its records do not end at.
+    #[error("the batch says it ends at offset {claimed}, but its records end at {actual}")]
+    BatchEnd {
+        /// The `last_offset` the frame states.
+        claimed: u64,
+        /// The offset of the last record it carries.
+        actual: u64,
+    },
 
     /// A frame's `len` field is above the decoder's maximum, or an encoder was given a frame larger than
     /// any decoder accepts.
@@ -220,7 +228,8 @@ impl WireError {
             | WireError::MalformedHeaders
             | WireError::TruncatedBatch { .. }
             | WireError::EmptyBatch
-            | WireError::OffsetGap { .. } => ErrorCode::BadRecords,
+            | WireError::OffsetGap { .. }
+            | WireError::BatchEnd { .. } => ErrorCode::BadRecords,
             WireError::KeyTooLong { .. }
             | WireError::HeadersTooLong { .. }
             | WireError::ExclusiveValueFields { .. }

@@ -6,6 +6,7 @@
 //! BATCH carries (see [`crate::record`]; their CRCs are checked by [`crate::check_batch`]) and it does not
 //! know which frame may follow which: the conversation belongs to the broker and its clients.
 
+mod crc;
 mod decode;
 mod encode;
 
@@ -16,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use crate::error::WireError;
 use crate::topic::TopicUid;
 
+pub use crc::RECORD_PREFIX_LEN;
 pub use encode::encode_batch_header;
 
 /// The frame header. All integers are little-endian.
@@ -26,7 +28,8 @@ pub use encode::encode_batch_header;
 /// ```
 ///
 /// - `len` is the payload length only; a frame occupies `FRAME_HEADER_LEN + len` bytes.
-/// - `crc` is CRC-32 (IEEE) over the type byte followed by the payload.
+/// - `crc` is CRC-32 (IEEE) over the type byte followed by the payload; in a BATCH, each record is covered
+///   only by its `[len][crc]` prefix, since the record's own CRC covers the rest (see `frame/crc.rs`).
 pub const FRAME_HEADER_LEN: usize = 9;
 
 /// The payload limit a decoder uses unless configured otherwise (8 MiB).
@@ -37,7 +40,7 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 pub const MAX_FRAME_LEN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// The protocol version this codec speaks, sent in HELLO and WELCOME.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The `level` a consumer puts in its HELLO; pipe children send their tree level (ROOT 0 to LOCAL 4).
 pub const LEVEL_CONSUMER: u8 = 255;
@@ -544,6 +547,30 @@ impl Frame {
     /// to the connection, so the caller reports it and closes rather than skipping ahead.
     pub fn decode_from(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, WireError> {
         decode::decode_from(buf, max_len)
+    }
+
+    /// Decodes a buffer that must hold exactly one whole frame, as a pipe WebSocket message does: one that
+    /// ends inside a frame or holds bytes after it is malformed. A BATCH's records share `message`.
+    pub fn decode_exact(message: Bytes, max_len: usize) -> Result<Frame, WireError> {
+        let mut buffer = BytesMut::from(message);
+        match Frame::decode_from(&mut buffer, max_len)? {
+            Some(frame) if buffer.is_empty() => Ok(frame),
+            Some(_) => Err(WireError::Malformed {
+                frame: "WebSocket message",
+                reason: format!("{} bytes follow the frame; a message carries exactly one frame", buffer.len()),
+            }),
+            None => Err(WireError::Malformed {
+                frame: "WebSocket message",
+                reason: "the message ends inside a frame; a message carries exactly one whole frame".to_string(),
+            }),
+        }
+    }
+
+    /// The whole encoded frame as one buffer, for a transport that sends one frame per message.
+    pub fn to_bytes(&self) -> Result<Bytes, WireError> {
+        let mut buffer = Vec::new();
+        self.encode(&mut buffer)?;
+        Ok(Bytes::from(buffer))
     }
 
     /// Appends the whole encoded frame, header included, to `dst`.

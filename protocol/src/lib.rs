@@ -5,14 +5,17 @@
 //! Architecture invariant: this crate does no I/O and knows no async runtime. Decoders take byte slices and
 //! answer `Ok(None)` for "not enough bytes yet", so any transport can drive them.
 
+pub mod batch;
 pub mod error;
 pub mod frame;
 #[cfg(feature = "json")]
 pub mod json;
 pub mod level;
 pub mod record;
+pub mod time;
 pub mod topic;
 
+pub use batch::{CheckedBatch, CheckedRecords, record_sizes};
 pub use error::WireError;
 pub use frame::{
     Ack, Batch, DEFAULT_MAX_FRAME_LEN, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, FrameType, Hello,
@@ -23,4 +26,5 @@ pub use frame::{
 pub use json::{IngestBody, IngestRecord, OwnedRecord, RecordJson, ValueJson};
 pub use level::{Level, UnknownLevel};
 pub use record::{BatchSummary, NewRecord, RecordIter, RecordView, check_batch};
+pub use time::now_ms;
 pub use topic::{ALL_TOPICS, TopicUid, validate_topic_name};

@@ -162,6 +162,13 @@ impl<'a> RecordView<'a> {
         Ok(Some((view, total)))
     }
 
+    /// A view of a record proven earlier (by [`crate::CheckedBatch::check`]), without checking it again.
+    /// `bytes` must be exactly one record that passed [`RecordView::decode`]; anything else gives wrong
+    /// field values or a panic on slicing, never unsafety.
+    pub(crate) fn trusted(bytes: &'a [u8]) -> RecordView<'a> {
+        RecordView { bytes }
+    }
+
     /// The whole record as stored, `len` field included.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.bytes
@@ -233,6 +240,11 @@ pub fn peek_record_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
 /// Reads the offset of the record starting `buf`, if its fixed header is present. Does not check the CRC.
 pub fn peek_record_offset(buf: &[u8]) -> Option<u64> {
     (buf.len() >= RECORD_HEADER_LEN).then(|| read_u64(buf, OFFSET_AT))
+}
+
+/// Reads the timestamp of the record starting `buf`, if its fixed header is present. Does not check the CRC.
+pub fn peek_record_timestamp(buf: &[u8]) -> Option<u64> {
+    (buf.len() >= RECORD_HEADER_LEN).then(|| read_u64(buf, TIMESTAMP_AT))
 }
 
 /// Iterates over the records of a batch (records laid end to end), checking each one.

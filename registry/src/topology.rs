@@ -7,7 +7,7 @@
 //! statistics are written in batches by `sweep`, not one row per heartbeat.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::assign::{self, Candidate, Child, Priority, Reason, Refusal, Request};
 use crate::db::{ChangeSet, Db, NewEvent};
@@ -455,11 +455,8 @@ fn refusal(refusal: Refusal) -> ApiError {
     }
 }
 
-/// The wall-clock time in milliseconds since the Unix epoch, for display and history only; liveness uses the
-/// monotonic clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, duration_ms)
-}
+/// The wall-clock time, for display and history only; liveness uses the monotonic clock.
+pub use protocol::now_ms;
 
 fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)

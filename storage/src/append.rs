@@ -1,43 +1,62 @@
 //! Appending to a log: new records at ROOT (offsets and a timestamp assigned here), verbatim record bytes
-//! at a relay (checked, duplicates dropped, gaps refused), and rolling to a new segment by size or age.
-//! This module does not read, flush on a timer or remove segments.
+//! at a relay (proven once by `protocol::CheckedBatch`, duplicates dropped, gaps refused), and rolling to a
+//! new segment by size or age. Every append applies the flush policy before it returns and answers how far
+//! the log is durable, so no caller decides durability on its own. This module does not read, flush on a
+//! timer or remove segments.
 //!
-//! A batch goes into one segment: if it does not fit in the active segment's remaining space, the segment
-//! is sealed first, so a record never straddles two segments. Only a batch larger than a whole segment is
-//! split across segments; if a roll in the middle of such a batch fails, the records before it stay
-//! appended (a valid, contiguous prefix) and the error is returned. Every check that can refuse a batch
-//! (record validity, CRC, continuity, size) runs before anything is written.
+//! A run of records goes into one segment: if it does not fit in the active segment's remaining space, the
+//! segment is sealed first, so a record never straddles two segments. If a roll in the middle of a long
+//! append fails, the records before it stay appended (a valid, contiguous prefix) and the error is
+//! returned. Every check that can refuse a batch (record validity, CRC, continuity, size) runs before
+//! anything is written.
 
 use std::sync::atomic::Ordering;
 
-use protocol::record::RecordIter;
-use protocol::{NewRecord, WireError};
+use protocol::record::{RecordIter, peek_record_timestamp};
+use protocol::{CheckedBatch, NewRecord, WireError};
 
 use crate::config::FlushPolicy;
 use crate::error::Error;
 use crate::log::{AppendOutcome, Log, Writer};
 use crate::meta::SegmentRow;
 use crate::paths::{remove_file_logged, sync_dir};
-use crate::time::now_ms;
+use protocol::now_ms;
 use crate::writer::SegmentWriter;
 
-/// The largest encode buffer a log keeps between ROOT appends; a bigger one (a batch of several MiB) is
-/// freed after its append.
+/// The largest encode buffer a log keeps between appends; a bigger one (a batch of several MiB) is freed
+/// after its append.
 const MAX_KEPT_ENCODE_BUFFER: usize = 4 << 20;
 
-/// One checked record of a relay batch.
+/// Runs of proven records at least this large are written straight from the caller's buffer; smaller ones
+/// are gathered in the log's buffer so that many small batches cost one write.
+const DIRECT_WRITE_BYTES: usize = 256 * 1024;
+
+/// Records proven earlier, laid end to end: the bytes, the size of each record and the first offset.
 #[derive(Debug, Clone, Copy)]
-struct CheckedRecord {
-    /// Its size in bytes.
-    len: usize,
-    /// Its timestamp.
-    timestamp_ms: u64,
+struct Proven<'a> {
+    /// Offset of the first record.
+    first_offset: u64,
+    /// The records.
+    bytes: &'a [u8],
+    /// The size of each record.
+    lens: &'a [u32],
+}
+
+/// Proven records gathered for one write.
+#[derive(Debug, Default)]
+struct Gathered {
+    /// The records' bytes.
+    bytes: Vec<u8>,
+    /// Their sizes.
+    lens: Vec<u32>,
+    /// The timestamp of the last one.
+    last_timestamp_ms: u64,
 }
 
 impl Log {
     /// Appends new records (ROOT): they get the next offsets and one timestamp, the wall clock in
-    /// milliseconds but never less than the last timestamp in the log. Returns once the records are durable
-    /// with [`crate::FlushPolicy::Always`], once they are written otherwise.
+    /// milliseconds but never less than the last timestamp in the log. Returns once the records are as
+    /// durable as the flush policy promises (see [`AppendOutcome::durable_offset`]).
     pub fn append(&self, records: &[NewRecord<'_>]) -> Result<AppendOutcome, Error> {
         let segment_bytes = self.config.segment_bytes;
         for (index, record) in records.iter().enumerate() {
@@ -59,6 +78,7 @@ impl Log {
         let mut start = 0;
         // The buffer is taken out of the writer so the segment writer can be borrowed beside it.
         let mut buffer = std::mem::take(&mut writer.encode_buffer);
+        let mut lens = Vec::new();
         while start < records.len() {
             let (end, bytes) = group_end(records.len(), start, segment_bytes, |i| records[i].encoded_len());
             // Only grown, never cleared: every byte of `..bytes` is overwritten by the encoding below.
@@ -67,10 +87,13 @@ impl Log {
             }
             let group = &mut buffer[..bytes];
             let mut at = 0;
+            lens.clear();
             for (i, record) in records[start..end].iter().enumerate() {
-                at += record.encode_into(first_offset + (start + i) as u64, timestamp_ms, &mut group[at..]);
+                let len = record.encode_into(first_offset + (start + i) as u64, timestamp_ms, &mut group[at..]);
+                lens.push(len as u32);
+                at += len;
             }
-            result = self.write_group(&mut writer, group, (end - start) as u64, timestamp_ms, now);
+            result = self.write_group(&mut writer, group, &lens, timestamp_ms, now);
             if result.is_err() {
                 break;
             }
@@ -82,95 +105,154 @@ impl Log {
         }
         let next_offset = writer.next_offset;
         drop(writer);
-        self.finish_append(first_offset, next_offset)?;
+        let durable_offset = self.finish_append(first_offset, next_offset)?;
         result?;
         Ok(AppendOutcome {
             first_offset,
             next_offset,
+            durable_offset,
             n_appended: next_offset - first_offset,
             n_duplicates: 0,
             timestamp_ms,
         })
     }
 
-    /// Appends records exactly as given (a relay copying its parent's bytes). Every record's length, CRC
-    /// and fields are checked, and offsets must run contiguously through the batch. Records below the
-    /// log's next offset are dropped as duplicates; a batch starting above it is refused with
-    /// [`Error::OffsetGap`]. On error nothing is written.
+    /// Appends batches proven by [`CheckedBatch::check`] exactly as received (a relay copying its parent's
+    /// bytes), without reading them again. The batches must follow one another; records below the log's
+    /// next offset are dropped as duplicates, and a batch starting above it is refused with
+    /// [`Error::OffsetGap`]. Returns once the records are as durable as the flush policy promises.
+    pub fn append_checked(&self, batches: &[CheckedBatch]) -> Result<AppendOutcome, Error> {
+        let parts: Vec<Proven<'_>> = batches
+            .iter()
+            .map(|batch| Proven {
+                first_offset: batch.first_offset(),
+                bytes: batch.records(),
+                lens: batch.record_lens(),
+            })
+            .collect();
+        self.append_proven(&parts)
+    }
+
+    /// Appends records exactly as given, checking every record's length, CRC and fields and that offsets
+    /// run contiguously through the batch; for bytes that did not arrive as a [`CheckedBatch`]. Duplicates
+    /// and gaps as in [`Log::append_checked`]. On error nothing is written.
     pub fn append_records(&self, batch: &[u8]) -> Result<AppendOutcome, Error> {
-        let segment_bytes = self.config.segment_bytes;
-        let mut checked = Vec::new();
-        let mut first_batch_offset = None;
+        let mut lens = Vec::new();
+        let mut first_offset = None;
         for record in RecordIter::new(batch) {
             let record = record.map_err(|source| self.bad_batch(source))?;
-            let expected =
-                first_batch_offset.map_or(record.offset(), |first: u64| first + checked.len() as u64);
+            let expected = first_offset.map_or(record.offset(), |first: u64| first + lens.len() as u64);
             if record.offset() != expected {
                 return Err(self.bad_batch(WireError::OffsetGap { expected, found: record.offset() }));
             }
-            first_batch_offset.get_or_insert(record.offset());
-            let len = record.as_bytes().len();
-            if len as u64 > segment_bytes {
-                return Err(self.too_large(len));
+            first_offset.get_or_insert(record.offset());
+            lens.push(record.as_bytes().len() as u32);
+        }
+        let parts: Vec<Proven<'_>> =
+            first_offset.map(|first_offset| Proven { first_offset, bytes: batch, lens: &lens }).into_iter().collect();
+        self.append_proven(&parts)
+    }
+
+    /// The one relay append: drops duplicates, refuses gaps and oversized records before writing anything,
+    /// gathers small runs into one write and writes large ones straight from the caller's bytes.
+    fn append_proven(&self, parts: &[Proven<'_>]) -> Result<AppendOutcome, Error> {
+        let segment_bytes = self.config.segment_bytes;
+        let mut expected = parts.first().map(|part| part.first_offset);
+        for part in parts {
+            if Some(part.first_offset) != expected {
+                let expected = expected.unwrap_or(part.first_offset);
+                return Err(self.bad_batch(WireError::OffsetGap { expected, found: part.first_offset }));
             }
-            checked.push(CheckedRecord { len, timestamp_ms: record.timestamp_ms() });
+            if let Some(len) = part.lens.iter().find(|len| u64::from(**len) > segment_bytes) {
+                return Err(self.too_large(*len as usize));
+            }
+            expected = Some(part.first_offset + part.lens.len() as u64);
         }
         let now = now_ms();
         let mut writer = self.lock_writer();
         self.check_open(&writer)?;
         let first_offset = writer.next_offset;
-        let Some(batch_first) = first_batch_offset else {
-            return Ok(AppendOutcome {
-                first_offset,
-                next_offset: first_offset,
-                n_appended: 0,
-                n_duplicates: 0,
-                timestamp_ms: writer.last_timestamp_ms,
-            });
-        };
-        if batch_first > first_offset {
-            return Err(Error::OffsetGap {
-                topic: self.name.clone(),
-                expected: first_offset,
-                found: batch_first,
-            });
+        if let Some(first) = parts.first()
+            && first.first_offset > first_offset
+        {
+            return Err(Error::OffsetGap { topic: self.name.clone(), expected: first_offset, found: first.first_offset });
         }
-        let n_duplicates = (first_offset - batch_first).min(checked.len() as u64);
-        let mut position: usize = checked[..n_duplicates as usize].iter().map(|record| record.len).sum();
+        let mut n_duplicates = 0;
+        let mut gathered = Gathered { bytes: std::mem::take(&mut writer.encode_buffer), ..Gathered::default() };
+        gathered.bytes.clear();
         let mut result = Ok(());
-        let mut start = n_duplicates as usize;
-        while start < checked.len() {
-            let (end, bytes) = group_end(checked.len(), start, segment_bytes, |i| checked[i].len);
-            let timestamp_ms = checked[end - 1].timestamp_ms;
-            let source = &batch[position..position + bytes];
-            result = self.write_group(&mut writer, source, (end - start) as u64, timestamp_ms, now);
-            if result.is_err() {
-                break;
+        'parts: for part in parts {
+            // Records of this part the log already holds.
+            let skip = writer.next_offset.saturating_sub(part.first_offset).min(part.lens.len() as u64) as usize;
+            n_duplicates += skip as u64;
+            let mut position: usize = part.lens[..skip].iter().map(|len| *len as usize).sum();
+            let mut start = skip;
+            while start < part.lens.len() {
+                let (end, bytes) =
+                    group_end(part.lens.len(), start, segment_bytes, |i| part.lens[i] as usize);
+                let run = &part.bytes[position..position + bytes];
+                let lens = &part.lens[start..end];
+                let last_timestamp_ms =
+                    peek_record_timestamp(&run[bytes - part.lens[end - 1] as usize..]).unwrap_or(0);
+                let fits = (gathered.bytes.len() + bytes) as u64 <= segment_bytes
+                    && gathered.bytes.len() + bytes <= writer.active.remaining();
+                if !gathered.lens.is_empty() && !fits {
+                    result = self.write_gathered(&mut writer, &mut gathered, now);
+                    if result.is_err() {
+                        break 'parts;
+                    }
+                }
+                if gathered.lens.is_empty() && bytes >= DIRECT_WRITE_BYTES {
+                    result = self.write_group(&mut writer, run, lens, last_timestamp_ms, now);
+                    if result.is_err() {
+                        break 'parts;
+                    }
+                } else {
+                    gathered.bytes.extend_from_slice(run);
+                    gathered.lens.extend_from_slice(lens);
+                    gathered.last_timestamp_ms = last_timestamp_ms;
+                }
+                position += bytes;
+                start = end;
             }
-            position += bytes;
-            start = end;
+        }
+        if result.is_ok() && !gathered.lens.is_empty() {
+            result = self.write_gathered(&mut writer, &mut gathered, now);
+        }
+        if gathered.bytes.capacity() <= MAX_KEPT_ENCODE_BUFFER {
+            writer.encode_buffer = gathered.bytes;
         }
         let next_offset = writer.next_offset;
         let timestamp_ms = writer.last_timestamp_ms;
         drop(writer);
-        self.finish_append(first_offset, next_offset)?;
+        let durable_offset = self.finish_append(first_offset, next_offset)?;
         result?;
         Ok(AppendOutcome {
             first_offset,
             next_offset,
+            durable_offset,
             n_appended: next_offset - first_offset,
             n_duplicates,
             timestamp_ms,
         })
     }
 
+    /// Writes the gathered records and empties the gathering buffer.
+    fn write_gathered(&self, writer: &mut Writer, gathered: &mut Gathered, now: u64) -> Result<(), Error> {
+        let result = self.write_group(writer, &gathered.bytes, &gathered.lens, gathered.last_timestamp_ms, now);
+        gathered.bytes.clear();
+        gathered.lens.clear();
+        result
+    }
+
     /// Writes one group of records that fits in a segment: rolls first if needed, then writes `bytes`
-    /// (`n_records` whole records, the last with `last_timestamp_ms`) with one write and publishes them.
+    /// (whole records of the sizes `lens`, the last with `last_timestamp_ms`) with one write and publishes
+    /// them.
     fn write_group(
         &self,
         writer: &mut Writer,
         bytes: &[u8],
-        n_records: u64,
+        lens: &[u32],
         last_timestamp_ms: u64,
         now: u64,
     ) -> Result<(), Error> {
@@ -180,25 +262,34 @@ impl Log {
         if writer.active.remaining() < bytes.len() || too_old {
             self.roll(writer, now)?;
         }
-        writer.active.append(bytes, n_records, last_timestamp_ms)?;
-        writer.next_offset += n_records;
+        writer.active.append(bytes, lens, last_timestamp_ms)?;
+        writer.next_offset += lens.len() as u64;
         writer.last_timestamp_ms = writer.last_timestamp_ms.max(last_timestamp_ms);
         self.next_offset.store(writer.next_offset, Ordering::Release);
         Ok(())
     }
 
-    /// After the writer lock is released: makes appended records readable, waiting for them to be durable
-    /// first with [`crate::FlushPolicy::Always`].
-    fn finish_append(&self, first_offset: u64, next_offset: u64) -> Result<(), Error> {
-        if next_offset == first_offset {
-            return Ok(());
+    /// After the writer lock is released, the one place an append's durability is decided: with
+    /// [`FlushPolicy::Always`] the records are flushed, then made readable; with
+    /// [`FlushPolicy::Interval`] they are made readable, then flushed (concurrent appenders share the
+    /// flush), so an append still returns durable; with [`FlushPolicy::Never`] they are only made
+    /// readable. Answers the offset below which records are as durable as the policy promises, which is
+    /// what the caller may acknowledge.
+    fn finish_append(&self, first_offset: u64, next_offset: u64) -> Result<u64, Error> {
+        if next_offset > first_offset {
+            match self.config.flush {
+                FlushPolicy::Always => self.flush_to(next_offset)?,
+                FlushPolicy::Interval(_) => {
+                    self.publish_readable(next_offset);
+                    self.flush_to(next_offset)?;
+                }
+                FlushPolicy::Never => self.publish_readable(next_offset),
+            }
         }
-        if self.config.readers_see_only_durable() {
-            self.flush_to(next_offset)
-        } else {
-            self.publish_readable(next_offset);
-            Ok(())
-        }
+        Ok(match self.config.flush {
+            FlushPolicy::Never => next_offset,
+            FlushPolicy::Always | FlushPolicy::Interval(_) => self.durable_offset().min(next_offset),
+        })
     }
 
     /// Seals the active segment and starts a new one at the next offset. The new file is created first,

@@ -30,7 +30,6 @@ mod retention;
 mod scan;
 mod segment;
 mod store;
-mod time;
 mod writer;
 
 pub use config::{FlushPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};

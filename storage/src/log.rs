@@ -27,6 +27,9 @@ pub struct AppendOutcome {
     pub first_offset: u64,
     /// The log's next offset after the append.
     pub next_offset: u64,
+    /// Every record below this is as durable as the flush policy promises (on disk with `Always` and
+    /// `Interval`, written with `Never`): the offset an append may acknowledge.
+    pub durable_offset: u64,
     /// Records appended.
     pub n_appended: u64,
     /// Records dropped because the log already held their offsets (relay appends only).

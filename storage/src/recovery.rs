@@ -35,7 +35,7 @@ use crate::paths::{
     remove_file_logged, segment_path, sync_dir, topic_dir, topics_root,
 };
 use crate::segment::{Segment, open_sealed};
-use crate::time::now_ms;
+use protocol::now_ms;
 use crate::writer::SegmentWriter;
 
 /// The result of recovering a store.

@@ -22,7 +22,7 @@ use crate::paths::{lock_path, meta_path, remove_dir_logged, sync_dir, topic_dir,
 use crate::recovery::recover;
 use crate::replace::Replacement;
 use crate::retention::RetentionReport;
-use crate::time::now_ms;
+use protocol::now_ms;
 use crate::writer::SegmentWriter;
 
 /// A data directory holding many topics. Cloning gives another handle to the same store.

@@ -20,7 +20,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use memmap2::MmapOptions;
-use protocol::record::peek_record_len;
 
 use crate::config::LogConfig;
 use crate::error::Error;
@@ -179,15 +178,10 @@ impl SegmentWriter {
         self.capacity - self.position
     }
 
-    /// Writes `bytes`, which hold `n_records` whole records (the last with `last_timestamp_ms`), after the
+    /// Writes `bytes`, whole records of the sizes `record_lens` (the last with `last_timestamp_ms`), after the
     /// published ones with one positional write, then publishes them. Disk space is allocated first; on
     /// error (such as [`Error::NoSpace`]) nothing is published and the segment is unchanged for readers.
-    pub(crate) fn append(
-        &mut self,
-        bytes: &[u8],
-        n_records: u64,
-        last_timestamp_ms: u64,
-    ) -> Result<(), Error> {
+    pub(crate) fn append(&mut self, bytes: &[u8], record_lens: &[u32], last_timestamp_ms: u64) -> Result<(), Error> {
         let n = bytes.len();
         if n > self.remaining() {
             return Err(Error::io(
@@ -205,16 +199,17 @@ impl SegmentWriter {
             .map_err(|source| Error::io("write segment", self.segment.path(), source))?;
         let base_offset = self.segment.base_offset();
         let mut entries: Vec<IndexEntry> = Vec::new();
-        let mut at = 0;
+        let mut at = start;
         let mut relative_offset = self.end_offset - base_offset;
-        while at < n {
-            let Ok(Some(len)) = peek_record_len(&bytes[at..]) else { break };
-            if let Some(entry) = self.builder.observe(relative_offset, start + at) {
+        // The sizes were learnt when the records were checked or encoded; the bytes are not read again.
+        for len in record_lens {
+            if let Some(entry) = self.builder.observe(relative_offset, at) {
                 entries.push(entry);
             }
-            at += len;
+            at += *len as usize;
             relative_offset += 1;
         }
+        let n_records = record_lens.len() as u64;
         if !entries.is_empty() {
             self.segment.extend_index(&entries);
         }
@@ -333,7 +328,8 @@ mod tests {
         for offset in offsets.clone() {
             at += record.encode_into(offset, offset + 1000, &mut bytes[at..]);
         }
-        writer.append(&bytes, offsets.end - offsets.start, offsets.end - 1 + 1000).unwrap();
+        let lens = vec![record.encoded_len() as u32; (offsets.end - offsets.start) as usize];
+        writer.append(&bytes, &lens, offsets.end - 1 + 1000).unwrap();
     }
 
     #[test]
@@ -384,7 +380,7 @@ mod tests {
     fn append_refuses_more_than_the_segment_and_publishes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = SegmentWriter::create(dir.path(), 0, 1, &config()).unwrap();
-        assert!(writer.append(&vec![0u8; 64 * 1024 + 1], 1, 1).is_err());
+        assert!(writer.append(&vec![0u8; 64 * 1024 + 1], &[64 * 1024 + 1], 1).is_err());
         assert_eq!((writer.position(), writer.segment().state().written), (0, 0));
         write(&mut writer, 0..10);
         assert_eq!(writer.segment().state().end_offset, 10);

@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
+use super::crc::payload_crc;
 use super::{
     Ack, Batch, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, FrameType, Hello, MAX_FRAME_LEN_LIMIT, Ping,
     Ready, Reset, Role, START_POSITION_LEN, Seek, StartPosition, TopicAnnounce, TopicPosition, TopicStart,
@@ -64,10 +65,7 @@ fn check_frame(buf: &[u8], max_len: usize) -> Result<Option<(FrameType, usize)>,
     };
     let type_byte = frame[4];
     let stored = u32::from_le_bytes([frame[5], frame[6], frame[7], frame[8]]);
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&[type_byte]);
-    hasher.update(&frame[FRAME_HEADER_LEN..]);
-    let actual = hasher.finalize();
+    let actual = payload_crc(type_byte, &frame[FRAME_HEADER_LEN..]);
     if stored != actual {
         return Err(WireError::FrameCrc { stored, actual });
     }

@@ -2,6 +2,7 @@
 //! The encoder refuses what its decoder would refuse (an over-long string, a BATCH without records), so a
 //! frame that leaves this side always decodes on the other.
 
+use super::crc::{frame_crc, payload_crc};
 use super::{FRAME_HEADER_LEN, Frame, FrameType, MAX_FRAME_LEN_LIMIT, MAX_STR16_LEN, StartPosition};
 use crate::error::WireError;
 use crate::topic::TopicUid;
@@ -9,7 +10,8 @@ use crate::topic::TopicUid;
 /// Writes into `dst` the frame header and BATCH fields such that `dst ++ records` is one complete BATCH
 /// frame, so a server can send records straight from a segment's memory map with a vectored write.
 ///
-/// `records` is read to compute the frame CRC, never copied. Fails, leaving `dst` as it was, if `topic` is
+/// Only the `[len][crc]` prefix of each record is read, to compute the frame CRC (see `frame/crc.rs`);
+/// the records are never copied or hashed whole. Fails, leaving `dst` as it was, if `topic` is
 /// longer than [`MAX_STR16_LEN`] bytes, the payload would exceed [`MAX_FRAME_LEN_LIMIT`], `records` is
 /// empty or `first_offset > last_offset` (the last two are what the decoder refuses as malformed).
 pub fn encode_batch_header(
@@ -32,11 +34,8 @@ pub fn encode_batch_header(
     dst.extend_from_slice(&first_offset.to_le_bytes());
     dst.extend_from_slice(&last_offset.to_le_bytes());
     dst.extend_from_slice(&end_offset.to_le_bytes());
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&[FrameType::Batch.as_u8()]);
-    hasher.update(&dst[start + FRAME_HEADER_LEN..]);
-    hasher.update(records);
-    put_header(dst, start, payload_len, FrameType::Batch, hasher.finalize());
+    let crc = frame_crc(FrameType::Batch.as_u8(), &dst[start + FRAME_HEADER_LEN..], records);
+    put_header(dst, start, payload_len, FrameType::Batch, crc);
     Ok(())
 }
 
@@ -139,10 +138,8 @@ fn encode_at(frame: &Frame, start: usize, dst: &mut Vec<u8>) -> Result<(), WireE
     if payload_len > MAX_FRAME_LEN_LIMIT {
         return Err(WireError::FrameTooLarge { len: payload_len, max: MAX_FRAME_LEN_LIMIT });
     }
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&[frame_type.as_u8()]);
-    hasher.update(&dst[start + FRAME_HEADER_LEN..]);
-    put_header(dst, start, payload_len, frame_type, hasher.finalize());
+    let crc = payload_crc(frame_type.as_u8(), &dst[start + FRAME_HEADER_LEN..]);
+    put_header(dst, start, payload_len, frame_type, crc);
     Ok(())
 }
 

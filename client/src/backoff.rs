@@ -1,6 +1,6 @@
-//! Exponential backoff with jitter, for everything that retries a remote peer: the pipe reconnecting to a
-//! parent and registration retrying the registry. This module owns the arithmetic of delays only; the
-//! callers decide when to wait and when to start over.
+//! Exponential backoff with jitter, for everything that retries a remote peer: a follower reconnecting to
+//! its parent or broker, and a broker's registration retrying the registry. This module owns the arithmetic
+//! of delays only; the callers decide when to wait and when to start over.
 
 use std::time::Duration;
 
