@@ -10,7 +10,6 @@
 //! Architecture invariant: the broker writes segment files only through `storage`, and every byte a
 //! consumer receives is framed by `protocol`.
 
-pub mod backoff;
 pub mod config;
 pub mod connection;
 pub mod consumers;

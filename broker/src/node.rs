@@ -4,7 +4,7 @@
 //! each part's behaviour lives in its own module.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use storage::{FlushPolicy, LogConfig, Store};
 use tokio::sync::watch;

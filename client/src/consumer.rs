@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::link::Link;
-use protocol::now_ms;
 use crate::tcp::connect_tcp;
+use protocol::now_ms;
 
 /// How many heartbeat intervals of silence make the broker count as gone.
 pub const SILENT_INTERVALS: u32 = 3;

@@ -22,8 +22,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use protocol::frame::{Reset, Ready, Role, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome};
 use protocol::CheckedBatch;
+use protocol::frame::{Ready, Reset, Role, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome};
 
 use crate::backoff::Backoff;
 use session::run_link;
@@ -59,6 +59,10 @@ pub struct FollowConfig {
     pub reconnect_max: Duration,
     /// The level WELCOME must name (a pipe child's parent is exactly one level up), or `None` for any.
     pub upstream_level: Option<u8>,
+    /// What logs call the upstream: "parent", "broker".
+    pub upstream_noun: &'static str,
+    /// What logs call the link: "pipe", "connection".
+    pub link_noun: &'static str,
 }
 
 /// How to reach an upstream.
@@ -270,12 +274,15 @@ pub async fn follow<U: Upstream, S: Sink>(
         };
         // The same failure again and again (an upstream down for an hour) is logged once, then quietly.
         let repeated = !streamed && last_reason.as_deref() == Some(reason.as_str());
+        let (upstream_noun, link_noun) = (config.upstream_noun, config.link_noun);
         if repeated {
-            tracing::debug!(upstream = %target.name, %reason, "the link failed again");
+            tracing::debug!(upstream = %target.name, %reason, "the {link_noun} to the {upstream_noun} failed again");
         } else if refused {
-            tracing::error!(upstream = %target.name, endpoint = %target.endpoint, %reason, "refused");
+            tracing::error!(upstream = %target.name, endpoint = %target.endpoint, %reason,
+                "the {upstream_noun} refused the {link_noun}");
         } else {
-            tracing::warn!(upstream = %target.name, endpoint = %target.endpoint, %reason, "the link ended");
+            tracing::warn!(upstream = %target.name, endpoint = %target.endpoint, %reason,
+                "the {link_noun} to the {upstream_noun} ended");
         }
         last_reason = Some(reason);
         if streamed && (!faulted || started.elapsed() >= config.reconnect_max) {

@@ -42,9 +42,10 @@ pub async fn connect_ws(url: &str, max_frame_len: usize) -> Result<Link> {
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
         .max_write_buffer_size(MAX_WRITE_BUFFER);
-    let (socket, _response) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-        .await
-        .map_err(|source| Error::WebSocket { context: format!("cannot open {url}"), source: Box::new(source) })?;
+    let (socket, _response) =
+        tokio_tungstenite::connect_async_with_config(url, Some(config), true).await.map_err(|source| {
+            Error::WebSocket { context: format!("cannot open {url}"), source: Box::new(source) }
+        })?;
     let (sink, stream) = socket.split();
     let last_seen = LastSeen::new();
     let (inbound_sender, inbound) = mpsc::channel(INBOUND_CAPACITY);
@@ -81,7 +82,10 @@ async fn read_messages(
             Ok(Message::Close(_)) => break Inbound::Ended(Error::Closed),
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
             Err(source) => {
-                break Inbound::Ended(Error::WebSocket { context: "reading failed".into(), source: Box::new(source) });
+                break Inbound::Ended(Error::WebSocket {
+                    context: "reading failed".into(),
+                    source: Box::new(source),
+                });
             }
         };
         if inbound.send(item).await.is_err() {

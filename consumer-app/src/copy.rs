@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use protocol::{RecordIter, RecordView, TopicUid};
+use protocol::{CheckedBatch, RecordIter, RecordView, TopicUid};
 use storage::{LogConfig, Store};
 
 use crate::db::{Db, db_path};
@@ -176,6 +176,9 @@ impl LocalCopy {
     /// then indexes the new records' keys and moves the position in one SQLite transaction: both halves
     /// of [`LocalCopy::append_log`] and [`LocalCopy::index_appended`]. `on_record` sees every newly stored
     /// record, after it is durable.
+    ///
+    /// `records` are records laid end to end that did not arrive as a BATCH (a tool, a test); they are
+    /// proven here first.
     pub fn append(
         &self,
         topic: &str,
@@ -183,18 +186,27 @@ impl LocalCopy {
         records: &[u8],
         on_record: impl FnMut(&RecordView<'_>),
     ) -> Result<AppendSummary, Error> {
-        let appended = self.append_log(topic, uid, records)?;
-        self.index_appended(&appended, records, on_record)
+        let batches = [prove(topic, records)?];
+        let appended = self.append_log(topic, uid, &batches)?;
+        self.index_appended(&appended, &batches, on_record)
     }
 
-    /// The first half of an append: stores the batch's records verbatim (checked, durable) in the live log
+    /// The first half of an append: stores the batches' records verbatim (proven, durable) in the live log
     /// of `topic`, created on first use with `uid`. Records the copy already holds are dropped by offset.
     /// Until [`LocalCopy::index_appended`] runs, the records are in the log but not in the key index, which
     /// lets the caller overlap indexing with the next append; a crash in between is repaired at start.
-    pub fn append_log(&self, topic: &str, uid: TopicUid, records: &[u8]) -> Result<Appended, Error> {
+    pub fn append_log(
+        &self,
+        topic: &str,
+        uid: TopicUid,
+        batches: &[CheckedBatch],
+    ) -> Result<Appended, Error> {
+        let Some(first) = batches.first() else {
+            return Err(Error::Records { topic: topic.to_string(), source: protocol::WireError::EmptyBatch });
+        };
         let view = match self.view(topic) {
             Some(view) => view,
-            None => self.create_topic(topic, uid, first_offset(topic, records)?)?,
+            None => self.create_topic(topic, uid, first.first_offset())?,
         };
         if view.log.uid() != uid {
             return Err(Error::Unexpected {
@@ -202,16 +214,16 @@ impl LocalCopy {
                 what: format!("records of uid {uid} while the local copy has uid {}", view.log.uid()),
             });
         }
-        append_to_log(&view.log, &view.name, view.generation, true, records)
+        append_to_log(&view.log, &view.name, view.generation, true, batches)
     }
 
-    /// The second half of an append: writes the keys of the newly stored records of `records` into the
+    /// The second half of an append: writes the keys of the newly stored records of `batches` into the
     /// generation they were appended for and, for the live copy, moves the index position, in one SQLite
     /// transaction. `on_record` sees every newly stored record.
     pub fn index_appended(
         &self,
         appended: &Appended,
-        records: &[u8],
+        batches: &[CheckedBatch],
         mut on_record: impl FnMut(&RecordView<'_>),
     ) -> Result<AppendSummary, Error> {
         let summary = AppendSummary {
@@ -225,6 +237,8 @@ impl LocalCopy {
             return Ok(summary);
         }
         let topic = &*appended.topic;
+        // The batches were proven on arrival: their records are walked by size, not checked again.
+        let records = batches.iter().flat_map(CheckedBatch::iter).map(Ok);
         let (keys, bytes_appended) = collect_keys(topic, records, appended.first_new_offset, &mut on_record)?;
         let position = appended.live.then_some(appended.next_offset);
         self.db.index_records(topic, appended.generation, keys, position)?;
@@ -353,24 +367,21 @@ fn read_one(log: &storage::Log, offset: u64) -> Result<Option<Bytes>, ViewError>
     Ok((chunk.n_records > 0 && chunk.first_offset == offset).then_some(chunk.records))
 }
 
-/// The offset of the first record of a batch, which a new topic's log starts at.
-fn first_offset(topic: &str, records: &[u8]) -> Result<u64, Error> {
-    match RecordIter::new(records).next() {
-        Some(Ok(view)) => Ok(view.offset()),
-        Some(Err(source)) => Err(Error::Records { topic: topic.to_string(), source }),
-        None => Err(Error::Records { topic: topic.to_string(), source: protocol::WireError::EmptyBatch }),
-    }
+/// Proves records that did not arrive as a BATCH frame.
+pub(crate) fn prove(topic: &str, records: &[u8]) -> Result<CheckedBatch, Error> {
+    CheckedBatch::from_records(topic, Bytes::copy_from_slice(records))
+        .map_err(|source| Error::Records { topic: topic.to_string(), source })
 }
 
-/// Appends `records` to `log` (durable once this returns) for key generation `generation`.
+/// Appends proven batches to `log` (durable once this returns) for key generation `generation`.
 pub(crate) fn append_to_log(
     log: &storage::Log,
     topic: &Arc<str>,
     generation: u64,
     live: bool,
-    records: &[u8],
+    batches: &[CheckedBatch],
 ) -> Result<Appended, Error> {
-    let outcome = log.append_records(records).map_err(|source| Error::Storage {
+    let outcome = log.append_checked(batches).map_err(|source| Error::Storage {
         context: "appending records",
         topic: topic.to_string(),
         source: Box::new(source),
@@ -391,13 +402,13 @@ pub(crate) fn append_to_log(
 /// Keeping only the latest per key spares SQLite one write per record when keys repeat in a batch.
 fn collect_keys<'r>(
     topic: &str,
-    records: &'r [u8],
+    records: impl Iterator<Item = Result<RecordView<'r>, protocol::WireError>>,
     from_offset: u64,
     on_record: &mut impl FnMut(&RecordView<'_>),
 ) -> Result<(HashMap<&'r [u8], u64>, u64), Error> {
     let mut keys = HashMap::new();
     let mut bytes = 0;
-    for view in RecordIter::new(records) {
+    for view in records {
         let view = view.map_err(|source| Error::Records { topic: topic.to_string(), source })?;
         if view.offset() < from_offset {
             continue;
@@ -465,7 +476,7 @@ fn index_range(
         if chunk.n_records == 0 {
             break;
         }
-        let (keys, _) = collect_keys(name, &chunk.records, next, &mut |_| {})?;
+        let (keys, _) = collect_keys(name, RecordIter::new(&chunk.records), next, &mut |_| {})?;
         db.index_records(name, generation, keys, live.then_some(chunk.next_offset))?;
         next = chunk.next_offset;
     }

@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
-use protocol::{RecordView, TopicUid};
+use protocol::{CheckedBatch, RecordView, TopicUid};
 
-use crate::copy::{AppendSummary, Appended, LocalCopy, TopicView, append_to_log};
+use crate::copy::{AppendSummary, Appended, LocalCopy, TopicView, append_to_log, prove};
 use crate::db::RefreshStart;
 use crate::error::Error;
 use crate::now_ms;
@@ -84,23 +84,29 @@ impl LocalCopy {
         })
     }
 
-    /// Appends a batch to the new copy and indexes its keys into the shadow generation.
+    /// Appends records (proven here first, as in [`LocalCopy::append`]) to the new copy and indexes their
+    /// keys into the shadow generation.
     pub fn append_refresh(
         &self,
         refresh: &mut Refresh,
         records: &[u8],
         on_record: impl FnMut(&RecordView<'_>),
     ) -> Result<AppendSummary, Error> {
-        let appended = self.append_refresh_log(refresh, records)?;
-        self.index_appended(&appended, records, on_record)
+        let batches = [prove(&refresh.topic, records)?];
+        let appended = self.append_refresh_log(refresh, &batches)?;
+        self.index_appended(&appended, &batches, on_record)
     }
 
     /// Appends a batch to the new copy's log only; [`LocalCopy::index_appended`] indexes it into the
     /// shadow generation.
-    pub fn append_refresh_log(&self, refresh: &mut Refresh, records: &[u8]) -> Result<Appended, Error> {
+    pub fn append_refresh_log(
+        &self,
+        refresh: &mut Refresh,
+        batches: &[CheckedBatch],
+    ) -> Result<Appended, Error> {
         let topic: Arc<str> = Arc::from(refresh.topic.as_str());
         let appended =
-            append_to_log(refresh.replacement.log(), &topic, refresh.start.generation, false, records)?;
+            append_to_log(refresh.replacement.log(), &topic, refresh.start.generation, false, batches)?;
         refresh.n_records += appended.n_appended;
         Ok(appended)
     }

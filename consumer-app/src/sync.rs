@@ -1,29 +1,30 @@
-//! The broker client loop: connect with a HELLO that resumes every topic from the local copy's own end,
-//! then for each event: a BATCH is appended to the copy (durable, keys indexed), queued for the handler and
-//! acknowledged once handled; RESET ... READY builds a new copy beside the old one and swaps it in.
-//! Connection failures are retried with exponential backoff and jitter.
+//! The sync loop: the consumer-app's copy kept current by a [`client::follow`] follower over TCP. The
+//! follower owns the conversation with the broker (HELLO, heartbeats, gathering and proving batches, ACKs,
+//! reconnecting with backoff and jitter); this module says where the broker is and reports the connection
+//! (`status.rs`), and `sink.rs` is what each event does to the copy, the key index and the handler queue.
 //!
-//! This module owns the conversation with the broker; the copy (`copy.rs`, `refresh.rs`) owns the bytes
-//! and `app.sqlite`, and the handler queue (`handler/queue.rs`) owns the handler's pace.
+//! Before the first connection, records the handler has not finished (a crash, a stop with a busy handler)
+//! are handed to it again from the copy.
 
-mod session;
+mod sink;
+mod status;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use client::{Consumer, ConsumerConfig};
-use protocol::frame::{StartPosition, TopicStart};
-use protocol::{ALL_TOPICS, TopicUid};
+use client::{Endpoint, FollowConfig, LinkEnd, Target, Upstream};
+use protocol::frame::{LEVEL_CONSUMER, Role, Welcome};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
-use crate::app::SyncStatus;
 use crate::copy::{LocalCopy, READ_CHUNK_BYTES, READ_CHUNK_RECORDS};
 use crate::error::Error;
 use crate::handler::{HandlerItem, HandlerQueue};
 use crate::metrics::Metrics;
-use session::{Session, SessionEnd};
+use sink::AppSink;
+pub use status::{RefreshProgress, StatusSnapshot, SyncStatus};
+
+/// How long connecting to the broker may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the REST API can ask of the sync loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +48,7 @@ pub struct SyncSettings {
     pub token: String,
     /// Unacknowledged batches the broker may push ahead.
     pub max_in_flight: u16,
-    /// Heartbeat interval before the broker's WELCOME names its own.
+    /// Our heartbeat interval (the broker's, from WELCOME, if shorter).
     pub heartbeat: Duration,
     /// Largest frame accepted.
     pub max_frame_len: usize,
@@ -75,9 +76,8 @@ pub struct SyncLoop {
 }
 
 impl SyncLoop {
-    /// Runs until `shutdown` completes: replays records the handler has not seen, then connects, streams,
-    /// and reconnects after any failure.
-    pub async fn run(self, mut commands: mpsc::Receiver<SyncCommand>, shutdown: impl Future<Output = ()>) {
+    /// Runs until `shutdown` completes: replays records the handler has not seen, then follows the broker.
+    pub async fn run(self, commands: mpsc::Receiver<SyncCommand>, shutdown: impl Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
         if self.handler_wants_records {
             tokio::select! {
@@ -89,120 +89,67 @@ impl SyncLoop {
                 }
             }
         }
-        let mut backoff = self.settings.reconnect_backoff;
-        let mut epoch = 0u64;
-        loop {
-            // Requests that came while disconnected are already pending in app.sqlite; HELLO asks for them.
-            while commands.try_recv().is_ok() {}
-            let copy = self.copy.clone();
-            match tokio::task::spawn_blocking(move || copy.catch_up_index()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::error!(%error, "cannot bring the key index up to the log"),
-                Err(error) => tracing::error!(%error, "cannot bring the key index up to the log"),
-            }
-            let connected = match self.hello_topics().await {
-                Ok(topics) => {
-                    let config = ConsumerConfig {
-                        client_id: self.settings.client_id.clone(),
-                        group: self.settings.group.clone(),
-                        topics,
-                        token: self.settings.token.clone(),
-                        max_in_flight: self.settings.max_in_flight,
-                        heartbeat: self.settings.heartbeat,
-                        max_frame_len: self.settings.max_frame_len,
-                    };
-                    tokio::select! {
-                        () = &mut shutdown => return,
-                        connected = Consumer::connect(self.settings.broker.as_str(), config) => {
-                            connected.map_err(Error::from)
-                        }
-                    }
-                }
-                Err(error) => Err(error),
-            };
-            match connected {
-                Ok((consumer, welcome)) => {
-                    epoch += 1;
-                    self.metrics.broker_connects.inc();
-                    self.metrics.broker_connected.set(1);
-                    self.status.set_connected(&welcome.node_id);
-                    tracing::info!(broker = %self.settings.broker, node = %welcome.node_id, n_topics = welcome.topics.len(), "connected");
-                    let mut session = Session::new(&self, consumer, epoch);
-                    let started = Instant::now();
-                    let ended = session.run(welcome, &mut commands, &mut shutdown).await;
-                    let made_progress =
-                        session.n_events > 0 || started.elapsed() > self.settings.reconnect_max_backoff;
-                    session.settle().await;
-                    session.abandon_refreshes().await;
-                    self.metrics.broker_connected.set(0);
-                    match ended {
-                        Ok(SessionEnd::Shutdown) => {
-                            self.status.set_disconnected(None);
-                            tracing::info!("broker connection closed for shutdown");
-                            return;
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, cause = ?std::error::Error::source(&error), "broker connection lost");
-                            self.status.set_disconnected(Some(error.to_string()));
-                        }
-                    }
-                    if made_progress {
-                        backoff = self.settings.reconnect_backoff;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(broker = %self.settings.broker, %error, "cannot connect to the broker");
-                    self.status.set_disconnected(Some(error.to_string()));
-                }
-            }
-            let wait = jitter(backoff);
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(wait) => {}
-            }
-            backoff = (backoff * 2).min(self.settings.reconnect_max_backoff);
-        }
+        let settings = &self.settings;
+        let config = FollowConfig {
+            role: Role::Consumer,
+            level: LEVEL_CONSUMER,
+            client_id: settings.client_id.clone(),
+            group: settings.group.clone(),
+            token: settings.token.clone(),
+            max_in_flight: settings.max_in_flight,
+            heartbeat: settings.heartbeat,
+            max_frame_len: settings.max_frame_len,
+            connect_timeout: CONNECT_TIMEOUT,
+            reconnect_initial: settings.reconnect_backoff,
+            reconnect_max: settings.reconnect_max_backoff,
+            upstream_level: None,
+            upstream_noun: "broker",
+            link_noun: "connection",
+        };
+        let mut broker = Broker {
+            target: Target {
+                name: settings.broker.clone(),
+                endpoint: Endpoint::Tcp(settings.broker.clone()),
+            },
+            status: Arc::clone(&self.status),
+            metrics: Arc::clone(&self.metrics),
+        };
+        let mut sink = AppSink::new(&self, commands);
+        client::follow(&config, &mut broker, &mut sink, shutdown).await;
+    }
+}
+
+/// The one broker a consumer-app follows, and the status it reports about the connection.
+struct Broker {
+    /// Where it is.
+    target: Target,
+    /// The status REST reads.
+    status: Arc<SyncStatus>,
+    /// Metrics.
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream for Broker {
+    async fn choose(&mut self) -> Option<Target> {
+        Some(self.target.clone())
     }
 
-    /// The HELLO subscription: every topic held locally resumes from its own end with its uid (or asks for
-    /// a full refresh if one is pending); configured topics not held yet start at the earliest record.
-    async fn hello_topics(&self) -> Result<Vec<TopicStart>, Error> {
-        let db = self.copy.db().clone();
-        let pending: HashSet<String> =
-            tokio::task::spawn_blocking(move || db.pending_refreshes()).await??.into_iter().collect();
-        let all = self.settings.topics.iter().any(|topic| topic == ALL_TOPICS);
-        let mut starts = Vec::new();
-        let mut held = HashSet::new();
-        for view in self.copy.views() {
-            if !all && !self.settings.topics.iter().any(|topic| **topic == *view.name) {
-                continue;
+    fn streaming(&mut self, target: &Target, welcome: &Welcome) {
+        self.metrics.broker_connects.inc();
+        self.metrics.broker_connected.set(1);
+        self.status.set_connected(&welcome.node_id);
+        tracing::info!(broker = %target.endpoint, node = %welcome.node_id, n_topics = welcome.topics.len(), "connected");
+    }
+
+    fn ended(&mut self, _target: &Target, end: &LinkEnd) {
+        self.metrics.broker_connected.set(0);
+        match end {
+            LinkEnd::Shutdown => {
+                self.status.set_disconnected(None);
+                tracing::info!("broker connection closed for shutdown");
             }
-            held.insert(view.name.to_string());
-            let start = if pending.contains(&*view.name) {
-                StartPosition::FullRefresh
-            } else {
-                StartPosition::Offset(view.log.next_offset())
-            };
-            starts.push(TopicStart { topic: view.name.to_string(), uid: view.log.uid(), start });
+            LinkEnd::Failed { reason, .. } => self.status.set_disconnected(Some(reason.clone())),
         }
-        for topic in &self.settings.topics {
-            if topic != ALL_TOPICS && !held.contains(topic) {
-                let start = if pending.contains(topic) {
-                    StartPosition::FullRefresh
-                } else {
-                    StartPosition::Earliest
-                };
-                starts.push(TopicStart { topic: topic.clone(), uid: TopicUid::UNKNOWN, start });
-            }
-        }
-        if all {
-            starts.push(TopicStart {
-                topic: ALL_TOPICS.to_string(),
-                uid: TopicUid::UNKNOWN,
-                start: StartPosition::Earliest,
-            });
-        }
-        Ok(starts)
     }
 }
 
@@ -249,9 +196,4 @@ async fn replay_unhandled(copy: &Arc<LocalCopy>, queue: &HandlerQueue) -> Result
         }
     }
     Ok(())
-}
-
-/// `base` scaled by a random factor in [0.5, 1.0), so many consumers do not reconnect in step.
-fn jitter(base: Duration) -> Duration {
-    base.mul_f64(rand::random_range(0.5..1.0))
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{open_copy, records, tombstone};
-use protocol::{RecordIter, TopicUid};
+use protocol::{CheckedBatch, RecordIter, TopicUid};
 
 const UID: TopicUid = TopicUid(0xA1);
 
@@ -206,7 +206,9 @@ fn records_a_failed_index_left_out_are_caught_up() {
     let copy = open_copy(dir.path());
     copy.append("prices", UID, &records(0..3, |offset| (format!("k{offset}"), "v".into())), |_| {}).unwrap();
     // Stored, but the index transaction never ran (as if it had failed).
-    copy.append_log("prices", UID, &records(3..6, |offset| (format!("k{offset}"), "v".into()))).unwrap();
+    let batch = records(3..6, |offset| (format!("k{offset}"), "v".into()));
+    let batch = CheckedBatch::from_records("prices", batch.into()).unwrap();
+    copy.append_log("prices", UID, &[batch]).unwrap();
     assert!(copy.latest_by_key("prices", b"k4").unwrap().unwrap().is_none());
     copy.catch_up_index().unwrap();
     assert!(copy.latest_by_key("prices", b"k4").unwrap().unwrap().is_some());

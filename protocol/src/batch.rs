@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::error::WireError;
 use crate::frame::Batch;
-use crate::record::{LEN_FIELD_LEN, RecordView, peek_record_len};
+use crate::record::{LEN_FIELD_LEN, RecordView, peek_record_len, peek_record_offset};
 
 /// A batch of records checked once, on arrival.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,31 +31,32 @@ impl CheckedBatch {
     /// to `last_offset` without a gap. This is the one pass over the record bytes a receiver pays.
     pub fn check(batch: Batch) -> Result<CheckedBatch, WireError> {
         let Batch { topic, first_offset, last_offset, end_offset, records } = batch;
-        let n_expected = last_offset.checked_sub(first_offset).and_then(|n| n.checked_add(1));
-        let capacity = n_expected.map_or(0, |n| n.min((records.len() / 29) as u64 + 1) as usize);
-        let mut record_lens = Vec::with_capacity(capacity);
-        let mut rest: &[u8] = &records;
-        let mut expected = first_offset;
-        let mut last_timestamp_ms = 0;
-        while !rest.is_empty() {
-            let Some((view, len)) = RecordView::decode(rest)? else {
-                return Err(WireError::TruncatedBatch { remaining: rest.len() });
-            };
-            if view.offset() != expected {
-                return Err(WireError::OffsetGap { expected, found: view.offset() });
-            }
-            last_timestamp_ms = view.timestamp_ms();
-            record_lens.push(len as u32);
-            expected += 1;
-            rest = &rest[len..];
-        }
-        if record_lens.is_empty() {
-            return Err(WireError::EmptyBatch);
-        }
-        if expected - 1 != last_offset {
-            return Err(WireError::BatchEnd { claimed: last_offset, actual: expected - 1 });
+        let (record_lens, last_timestamp_ms) = check_records(first_offset, &records)?;
+        let actual = first_offset + record_lens.len() as u64 - 1;
+        if actual != last_offset {
+            return Err(WireError::BatchEnd { claimed: last_offset, actual });
         }
         Ok(CheckedBatch { topic, first_offset, end_offset, last_timestamp_ms, records, record_lens })
+    }
+
+    /// Checks records that did not come in a BATCH frame (an HTTP fetch, a test): the first record's offset
+    /// starts the run, and the sender's log end is taken to be just past the last record.
+    pub fn from_records(topic: impl Into<String>, records: Bytes) -> Result<CheckedBatch, WireError> {
+        let first_offset = match peek_record_offset(&records) {
+            Some(offset) => offset,
+            None if records.is_empty() => return Err(WireError::EmptyBatch),
+            None => return Err(WireError::TruncatedBatch { remaining: records.len() }),
+        };
+        let (record_lens, last_timestamp_ms) = check_records(first_offset, &records)?;
+        let end_offset = first_offset + record_lens.len() as u64;
+        Ok(CheckedBatch {
+            topic: topic.into(),
+            first_offset,
+            end_offset,
+            last_timestamp_ms,
+            records,
+            record_lens,
+        })
     }
 
     /// The topic.
@@ -117,6 +118,31 @@ impl CheckedBatch {
     }
 }
 
+/// The one pass: every record's length, CRC and fields, and offsets running on from `first_offset`. Answers
+/// each record's size and the last record's timestamp.
+fn check_records(first_offset: u64, records: &[u8]) -> Result<(Vec<u32>, u64), WireError> {
+    let mut record_lens = Vec::with_capacity(records.len() / 256 + 1);
+    let mut rest = records;
+    let mut expected = first_offset;
+    let mut last_timestamp_ms = 0;
+    while !rest.is_empty() {
+        let Some((view, len)) = RecordView::decode(rest)? else {
+            return Err(WireError::TruncatedBatch { remaining: rest.len() });
+        };
+        if view.offset() != expected {
+            return Err(WireError::OffsetGap { expected, found: view.offset() });
+        }
+        last_timestamp_ms = view.timestamp_ms();
+        record_lens.push(len as u32);
+        expected += 1;
+        rest = &rest[len..];
+    }
+    if record_lens.is_empty() {
+        return Err(WireError::EmptyBatch);
+    }
+    Ok((record_lens, last_timestamp_ms))
+}
+
 /// The records of a [`CheckedBatch`], in order; nothing is checked again.
 #[derive(Debug, Clone)]
 pub struct CheckedRecords<'a> {
@@ -161,7 +187,11 @@ mod tests {
     fn batch(first: u64, n: u64) -> Batch {
         let mut records = Vec::new();
         for offset in first..first + n {
-            NewRecord::new(b"key", format!("value {offset}").as_bytes()).encode_to_vec(offset, 5, &mut records);
+            NewRecord::new(b"key", format!("value {offset}").as_bytes()).encode_to_vec(
+                offset,
+                5,
+                &mut records,
+            );
         }
         Batch {
             topic: "t".to_string(),
@@ -196,11 +226,17 @@ mod tests {
 
         let mut wrong_first = batch(10, 3);
         wrong_first.first_offset = 9;
-        assert!(matches!(CheckedBatch::check(wrong_first), Err(WireError::OffsetGap { expected: 9, found: 10 })));
+        assert!(matches!(
+            CheckedBatch::check(wrong_first),
+            Err(WireError::OffsetGap { expected: 9, found: 10 })
+        ));
 
         let mut wrong_last = batch(10, 3);
         wrong_last.last_offset = 13;
-        assert!(matches!(CheckedBatch::check(wrong_last), Err(WireError::BatchEnd { claimed: 13, actual: 12 })));
+        assert!(matches!(
+            CheckedBatch::check(wrong_last),
+            Err(WireError::BatchEnd { claimed: 13, actual: 12 })
+        ));
 
         let mut truncated = batch(10, 3);
         truncated.records = truncated.records.slice(..truncated.records.len() - 1);

@@ -557,11 +557,15 @@ impl Frame {
             Some(frame) if buffer.is_empty() => Ok(frame),
             Some(_) => Err(WireError::Malformed {
                 frame: "WebSocket message",
-                reason: format!("{} bytes follow the frame; a message carries exactly one frame", buffer.len()),
+                reason: format!(
+                    "{} bytes follow the frame; a message carries exactly one frame",
+                    buffer.len()
+                ),
             }),
             None => Err(WireError::Malformed {
                 frame: "WebSocket message",
-                reason: "the message ends inside a frame; a message carries exactly one whole frame".to_string(),
+                reason: "the message ends inside a frame; a message carries exactly one whole frame"
+                    .to_string(),
             }),
         }
     }

@@ -20,8 +20,8 @@ use crate::error::Error;
 use crate::log::{AppendOutcome, Log, Writer};
 use crate::meta::SegmentRow;
 use crate::paths::{remove_file_logged, sync_dir};
-use protocol::now_ms;
 use crate::writer::SegmentWriter;
+use protocol::now_ms;
 
 /// The largest encode buffer a log keeps between appends; a bigger one (a batch of several MiB) is freed
 /// after its append.
@@ -89,7 +89,8 @@ impl Log {
             let mut at = 0;
             lens.clear();
             for (i, record) in records[start..end].iter().enumerate() {
-                let len = record.encode_into(first_offset + (start + i) as u64, timestamp_ms, &mut group[at..]);
+                let len =
+                    record.encode_into(first_offset + (start + i) as u64, timestamp_ms, &mut group[at..]);
                 lens.push(len as u32);
                 at += len;
             }
@@ -148,8 +149,10 @@ impl Log {
             first_offset.get_or_insert(record.offset());
             lens.push(record.as_bytes().len() as u32);
         }
-        let parts: Vec<Proven<'_>> =
-            first_offset.map(|first_offset| Proven { first_offset, bytes: batch, lens: &lens }).into_iter().collect();
+        let parts: Vec<Proven<'_>> = first_offset
+            .map(|first_offset| Proven { first_offset, bytes: batch, lens: &lens })
+            .into_iter()
+            .collect();
         self.append_proven(&parts)
     }
 
@@ -175,15 +178,21 @@ impl Log {
         if let Some(first) = parts.first()
             && first.first_offset > first_offset
         {
-            return Err(Error::OffsetGap { topic: self.name.clone(), expected: first_offset, found: first.first_offset });
+            return Err(Error::OffsetGap {
+                topic: self.name.clone(),
+                expected: first_offset,
+                found: first.first_offset,
+            });
         }
         let mut n_duplicates = 0;
-        let mut gathered = Gathered { bytes: std::mem::take(&mut writer.encode_buffer), ..Gathered::default() };
+        let mut gathered =
+            Gathered { bytes: std::mem::take(&mut writer.encode_buffer), ..Gathered::default() };
         gathered.bytes.clear();
         let mut result = Ok(());
         'parts: for part in parts {
             // Records of this part the log already holds.
-            let skip = writer.next_offset.saturating_sub(part.first_offset).min(part.lens.len() as u64) as usize;
+            let skip =
+                writer.next_offset.saturating_sub(part.first_offset).min(part.lens.len() as u64) as usize;
             n_duplicates += skip as u64;
             let mut position: usize = part.lens[..skip].iter().map(|len| *len as usize).sum();
             let mut start = skip;
@@ -239,7 +248,8 @@ impl Log {
 
     /// Writes the gathered records and empties the gathering buffer.
     fn write_gathered(&self, writer: &mut Writer, gathered: &mut Gathered, now: u64) -> Result<(), Error> {
-        let result = self.write_group(writer, &gathered.bytes, &gathered.lens, gathered.last_timestamp_ms, now);
+        let result =
+            self.write_group(writer, &gathered.bytes, &gathered.lens, gathered.last_timestamp_ms, now);
         gathered.bytes.clear();
         gathered.lens.clear();
         result

@@ -35,8 +35,8 @@ use crate::paths::{
     remove_file_logged, segment_path, sync_dir, topic_dir, topics_root,
 };
 use crate::segment::{Segment, open_sealed};
-use protocol::now_ms;
 use crate::writer::SegmentWriter;
+use protocol::now_ms;
 
 /// The result of recovering a store.
 #[derive(Debug)]

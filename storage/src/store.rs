@@ -22,8 +22,8 @@ use crate::paths::{lock_path, meta_path, remove_dir_logged, sync_dir, topic_dir,
 use crate::recovery::recover;
 use crate::replace::Replacement;
 use crate::retention::RetentionReport;
-use protocol::now_ms;
 use crate::writer::SegmentWriter;
+use protocol::now_ms;
 
 /// A data directory holding many topics. Cloning gives another handle to the same store.
 #[derive(Debug, Clone)]

@@ -181,7 +181,12 @@ impl SegmentWriter {
     /// Writes `bytes`, whole records of the sizes `record_lens` (the last with `last_timestamp_ms`), after the
     /// published ones with one positional write, then publishes them. Disk space is allocated first; on
     /// error (such as [`Error::NoSpace`]) nothing is published and the segment is unchanged for readers.
-    pub(crate) fn append(&mut self, bytes: &[u8], record_lens: &[u32], last_timestamp_ms: u64) -> Result<(), Error> {
+    pub(crate) fn append(
+        &mut self,
+        bytes: &[u8],
+        record_lens: &[u32],
+        last_timestamp_ms: u64,
+    ) -> Result<(), Error> {
         let n = bytes.len();
         if n > self.remaining() {
             return Err(Error::io(

@@ -291,14 +291,14 @@ fn an_explicit_flush_covers_segments_sealed_without_syncing() {
 }
 
 #[test]
-fn interval_policy_makes_records_readable_at_once_and_durable_on_flush() {
+fn interval_policy_appends_return_durable_and_the_timer_flush_finds_nothing_left() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), small_config(interval()));
     let log = store.create_topic("t", uid(1), 0).unwrap();
     let rx = log.subscribe();
-    append_n(&log, 10, 10);
+    let outcome = log.append(&[NewRecord::new(b"k", b"v"); 10]).unwrap();
     assert!(rx.has_changed().unwrap());
-    assert_eq!((log.readable_offset(), log.durable_offset()), (10, 0));
+    assert_eq!((outcome.durable_offset, log.readable_offset(), log.durable_offset()), (10, 10, 10));
     store.flush_all().unwrap();
     assert_eq!(log.durable_offset(), 10);
     let stats = log.stats();

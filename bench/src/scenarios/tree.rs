@@ -259,6 +259,19 @@ pub async fn run(args: &TreeArgs, run: &Run, report: &mut Report) -> Result<()> 
         }
         report.figure(figure);
     }
+    // L2, L3 and POS each take every record from their parent and send it to one child: their CPU per
+    // record is the cost of one relaying hop.
+    let relays: Vec<f64> = processes
+        .iter()
+        .filter(|process| ["l2", "l3", "pos"].contains(&process.name.as_str()))
+        .filter_map(|process| process.cpu_us_per_record)
+        .collect();
+    if !relays.is_empty() {
+        report.figure(
+            Figure::new("CPU per relayed record per hop (mean of L2, L3, POS)", mean(&relays), "us")
+                .with_target(Target::at_most(1.0, "<= 1 us per 1 KiB record per hop")),
+        );
+    }
     report.hops = sampler.hop_lags(0.0);
     report.processes = processes;
     report.note(format!(
@@ -315,4 +328,9 @@ fn tree_panels(sampler: &PositionSampler, latencies: &[LatencySummary]) -> Vec<P
         series: sampler.lag_series(),
     });
     panels
+}
+
+/// The arithmetic mean of non-empty `values`.
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
 }

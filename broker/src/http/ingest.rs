@@ -84,22 +84,17 @@ pub fn topic_for_publish(node: &Node, topic: &str) -> Result<Arc<Log>, ApiError>
     Ok(log)
 }
 
-/// Appends records and returns once they are durable: storage flushes before returning in its default
-/// mode; with interval flushing the records are flushed here before answering (concurrent requests share
-/// the flush); only the unsafe benchmark mode answers without a flush.
+/// Appends records and returns once they are durable: storage applies the flush policy before it returns
+/// (concurrent requests share a flush); only the unsafe benchmark mode answers without one.
 pub async fn append_durably(
     node: &Node,
     log: Arc<Log>,
     records: Vec<OwnedRecord>,
 ) -> Result<Appended, ApiError> {
     let n_bytes: u64 = records.iter().map(|record| record.as_new_record().encoded_len() as u64).sum();
-    let flush = node.config.flush == crate::config::FlushMode::Interval;
     let outcome = tokio::task::spawn_blocking(move || {
         let new_records: Vec<NewRecord<'_>> = records.iter().map(OwnedRecord::as_new_record).collect();
         let outcome = log.append(&new_records)?;
-        if flush && log.durable_offset() < outcome.next_offset {
-            log.flush()?;
-        }
         Ok::<_, storage::Error>((outcome, log))
     })
     .await?;

@@ -16,7 +16,6 @@ use super::groups::positions;
 use super::ingest::{refuse_unless_root, topic_for_publish};
 use super::topics::TopicInfo;
 use super::{ApiJson, AppState, checked_topic};
-use crate::config::FlushMode;
 use crate::error::ApiError;
 use crate::node::Node;
 
@@ -194,13 +193,8 @@ impl BatchAppender {
         Ok(())
     }
 
-    /// Makes everything appended durable (a no-op unless flushing on an interval) and returns the sums.
+    /// The sums; every append was made durable by storage before it returned.
     pub(super) fn finish(self) -> Result<Injected, ApiError> {
-        if self.node.config.flush == FlushMode::Interval
-            && let Some(log) = &self.log
-        {
-            log.flush()?;
-        }
         Ok(self.injected)
     }
 }

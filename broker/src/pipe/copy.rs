@@ -1,71 +1,42 @@
-//! The child's copy of its parent's topics, as the pipe feeds it: topics created with the parent's uid and
-//! log start, batches checked (`protocol::check_batch`) and appended verbatim (duplicates dropped, a gap
-//! refused), full refreshes built in a replacement and switched in at READY, and the durable offset to
-//! acknowledge after each step. Blocking storage calls run on blocking threads.
+//! The child's copy of its parent's topics, as the pipe feeds it: the [`client::Sink`] of this node's
+//! follower. Topics are created with the parent's uid and log start, proven batches appended verbatim
+//! (`Log::append_checked`: duplicates dropped, a gap refused, durability decided by storage), full
+//! refreshes built in a replacement and switched in at READY, and the durable offset to acknowledge after
+//! each step. Blocking storage calls run on blocking threads.
 //!
-//! This module decides what is written and what is acknowledged; the connection, its frames and its
-//! timing belong to `client.rs`.
+//! This module decides what is written and what may be acknowledged; the connection, its frames and its
+//! timing belong to the follower (`client::follow`), and the choice of parent to `upstream.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use protocol::frame::{Batch, Ready, Reset, StartPosition, TopicAnnounce, TopicStart, Welcome};
-use protocol::record::peek_record_len;
-use protocol::{ALL_TOPICS, TopicUid, check_batch};
-use storage::{Log, Replacement};
+use client::{Durable, Fault, Sink};
+use protocol::frame::{Ready, Reset, StartPosition, TopicAnnounce, TopicStart, Welcome};
+use protocol::{ALL_TOPICS, CheckedBatch, TopicUid};
+use storage::Replacement;
 
-use crate::config::FlushMode;
 use crate::node::Node;
-
-/// Why the copy cannot take what the parent sent. Each ends the link with an ERROR frame to the parent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Fault {
-    /// Records that fail their checks or leave a gap (BAD_RECORDS).
-    BadRecords(String),
-    /// A frame that makes no sense now (PROTOCOL_VIOLATION).
-    Protocol(String),
-    /// This node failed to store (INTERNAL on the wire; the detail stays in the log).
-    Storage(String),
-}
-
-impl std::fmt::Display for Fault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Fault::BadRecords(detail) => write!(f, "bad records from the parent: {detail}"),
-            Fault::Protocol(detail) => write!(f, "protocol violation by the parent: {detail}"),
-            Fault::Storage(detail) => write!(f, "storing failed: {detail}"),
-        }
-    }
-}
-
-/// What one step of the copy made durable: the ACK to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Durable {
-    /// The topic.
-    pub topic: String,
-    /// Every record below this is durable here.
-    pub next_offset: u64,
-}
 
 /// The local copy and the refreshes being built into it.
 #[derive(Debug)]
-pub(super) struct LocalCopy {
+pub(super) struct ChildCopy {
     /// The broker.
     node: Arc<Node>,
     /// Full refreshes between RESET and READY, by topic.
     refreshes: HashMap<String, Replacement>,
 }
 
-impl LocalCopy {
+impl ChildCopy {
     /// The copy of `node`.
-    pub(super) fn new(node: Arc<Node>) -> LocalCopy {
-        LocalCopy { node, refreshes: HashMap::new() }
+    pub(super) fn new(node: Arc<Node>) -> ChildCopy {
+        ChildCopy { node, refreshes: HashMap::new() }
     }
+}
 
-    /// The topics of HELLO: each topic held, with its uid, from its next offset; then `*` from the
-    /// earliest offset for every topic not held yet.
-    pub(super) fn hello_topics(&self) -> Vec<TopicStart> {
+impl Sink for ChildCopy {
+    /// Each topic held, with its uid, from its next offset; then `*` from the earliest offset for every
+    /// topic not held yet.
+    async fn hello_topics(&mut self) -> Result<Vec<TopicStart>, Fault> {
         let mut topics: Vec<TopicStart> = self
             .node
             .store
@@ -82,11 +53,11 @@ impl LocalCopy {
             uid: TopicUid::UNKNOWN,
             start: StartPosition::Earliest,
         });
-        topics
+        Ok(topics)
     }
 
     /// Creates every topic WELCOME lists that this node does not hold yet, where delivery will start.
-    pub(super) async fn on_welcome(&mut self, welcome: &Welcome) -> Result<(), Fault> {
+    async fn on_welcome(&mut self, welcome: &Welcome) -> Result<(), Fault> {
         for position in &welcome.topics {
             self.node.pipe.parent_end(&position.topic, position.end_offset);
             self.create_if_missing(&position.topic, position.uid, position.start_at).await?;
@@ -95,44 +66,53 @@ impl LocalCopy {
     }
 
     /// Creates a topic announced after WELCOME, from the parent's log start.
-    pub(super) async fn on_topic(&mut self, announce: &TopicAnnounce) -> Result<(), Fault> {
+    async fn on_topic(&mut self, announce: &TopicAnnounce) -> Result<(), Fault> {
         self.node.pipe.parent_end(&announce.topic, announce.end_offset);
         self.create_if_missing(&announce.topic, announce.uid, announce.log_start).await
     }
 
-    /// Checks and appends consecutive batches of one topic in one storage call (one flush for all), and
-    /// returns the offset to acknowledge. Batches wholly below the local end are duplicates and dropped;
-    /// a batch starting above it is a gap.
-    pub(super) async fn on_batches(&mut self, batches: Vec<Batch>) -> Result<Durable, Fault> {
-        let Some(first) = batches.first() else {
-            return Err(Fault::Protocol("an empty group of batches".to_string()));
+    /// Appends consecutive proven batches of one topic in one storage call (one flush for all), and
+    /// returns the offset to acknowledge: what storage reports durable, never past the last offset
+    /// received. Records the copy already holds are dropped; a batch starting above its end is a gap.
+    async fn on_batches(&mut self, batches: Vec<CheckedBatch>) -> Result<Vec<Durable>, Fault> {
+        let Some(last) = batches.last() else {
+            return Ok(Vec::new());
         };
-        let topic = first.topic.clone();
+        let topic = last.topic().to_string();
+        let (received_end, parent_end) = (last.next_offset(), last.end_offset());
         let log = match self.refreshes.get(&topic) {
             Some(replacement) => Arc::clone(replacement.log()),
             None => self.node.store.topic(&topic).ok_or_else(|| {
                 Fault::Protocol(format!("BATCH for topic {topic:?}, which was never announced"))
             })?,
         };
-        let received_records: u64 =
-            batches.iter().map(|b| b.last_offset.saturating_sub(b.first_offset) + 1).sum();
-        let received_bytes: u64 = batches.iter().map(|b| b.records.len() as u64).sum();
-        let parent_end = batches.iter().map(|b| b.end_offset).max().unwrap_or(0);
-        let flush = self.node.config.flush;
-        let appended = tokio::task::spawn_blocking(move || append_batches(&log, batches, flush))
-            .await
-            .map_err(|error| Fault::Storage(error.to_string()))??;
+        let received_records: u64 = batches.iter().map(CheckedBatch::n_records).sum();
+        let received_bytes: u64 = batches.iter().map(|batch| batch.records().len() as u64).sum();
+        let appended = tokio::task::spawn_blocking(move || {
+            let outcome = log.append_checked(&batches);
+            let bytes = outcome.as_ref().map_or(0, |outcome| appended_bytes(&batches, outcome.first_offset));
+            outcome.map(|outcome| (outcome, bytes))
+        })
+        .await
+        .map_err(|error| Fault::Storage(error.to_string()))?;
+        let (outcome, n_bytes) = appended.map_err(|error| match error {
+            storage::Error::OffsetGap { expected, found, .. } => Fault::BadRecords(format!(
+                "a gap in {topic:?}: this node holds records up to {expected}, the parent sent {found} next"
+            )),
+            storage::Error::BadBatch { .. } => Fault::BadRecords(error.to_string()),
+            other => Fault::Storage(other.to_string()),
+        })?;
         let metrics = &self.node.metrics;
         metrics.pipe_records_received.inc_by(received_records);
         metrics.pipe_bytes_received.inc_by(received_bytes);
-        metrics.stored(&topic, appended.n_records, appended.n_bytes);
+        metrics.stored(&topic, outcome.n_appended, n_bytes);
         self.node.pipe.parent_end(&topic, parent_end);
-        Ok(Durable { topic, next_offset: appended.ack })
+        Ok(vec![Durable { topic, next_offset: outcome.durable_offset.min(received_end) }])
     }
 
     /// Starts a full refresh of a topic: a replacement from the parent's log start, with the parent's uid.
     /// A refresh already running for the topic is thrown away first.
-    pub(super) async fn on_reset(&mut self, reset: Reset) -> Result<(), Fault> {
+    async fn on_reset(&mut self, reset: Reset) -> Result<Vec<Durable>, Fault> {
         tracing::info!(topic = %reset.topic, uid = %reset.uid, log_start = reset.log_start,
             end_offset = reset.end_offset, "full refresh from the parent");
         self.node.pipe.parent_end(&reset.topic, reset.end_offset);
@@ -148,11 +128,11 @@ impl LocalCopy {
                 .map_err(|error| Fault::Storage(error.to_string()))?;
         self.node.metrics.pipe_refreshes.inc();
         self.refreshes.insert(reset.topic, replacement);
-        Ok(())
+        Ok(Vec::new())
     }
 
     /// Ends a full refresh: the replacement, complete up to READY's end, becomes the topic in one step.
-    pub(super) async fn on_ready(&mut self, ready: Ready) -> Result<Durable, Fault> {
+    async fn on_ready(&mut self, ready: Ready) -> Result<Vec<Durable>, Fault> {
         let Some(replacement) = self.refreshes.remove(&ready.topic) else {
             return Err(Fault::Protocol(format!("READY for {:?} without a RESET", ready.topic)));
         };
@@ -175,18 +155,20 @@ impl LocalCopy {
             .map_err(|error| Fault::Storage(error.to_string()))?;
         tracing::info!(topic = %ready.topic, uid = %ready.uid, log_start = log.log_start(),
             end_offset = log.next_offset(), "full refresh complete");
-        Ok(Durable { topic: ready.topic, next_offset: log.next_offset() })
+        Ok(vec![Durable { topic: ready.topic, next_offset: log.next_offset() }])
     }
 
     /// Throws away every refresh not completed: the link that fed them is gone, and the next parent
     /// starts its own. The topics keep their old, complete copies.
-    pub(super) async fn abandon_refreshes(&mut self) {
+    async fn on_link_end(&mut self) {
         for (topic, replacement) in self.refreshes.drain() {
             tracing::info!(%topic, "abandoning an unfinished full refresh; the old copy stays");
             abort(replacement).await;
         }
     }
+}
 
+impl ChildCopy {
     /// Creates a topic this node does not hold, starting at `first_offset`. A known topic is left alone:
     /// if its uid differs from the parent's, the parent sends a full refresh.
     async fn create_if_missing(&self, topic: &str, uid: TopicUid, first_offset: u64) -> Result<(), Fault> {
@@ -209,72 +191,9 @@ impl LocalCopy {
     }
 }
 
-/// What [`append_batches`] stored and what to acknowledge.
-#[derive(Debug, Clone, Copy)]
-struct Appended {
-    /// Records appended (duplicates excluded).
-    n_records: u64,
-    /// Bytes of the records appended.
-    n_bytes: u64,
-    /// The offset to acknowledge.
-    ack: u64,
-}
-
-/// Checks each batch, drops whole duplicates, refuses a gap, appends the rest in one call (copied into one
-/// buffer only when there are several), makes it durable per the flush mode, and answers what to
-/// acknowledge: the durable end, never past the last offset received. Blocking.
-fn append_batches(log: &Log, batches: Vec<Batch>, flush: FlushMode) -> Result<Appended, Fault> {
-    let mut next = log.next_offset();
-    let mut parts: Vec<Bytes> = Vec::with_capacity(batches.len());
-    let mut received_end = next;
-    for batch in batches {
-        let summary = check_batch(&batch.records, batch.first_offset).map_err(|error| {
-            Fault::BadRecords(format!("{:?} at {}: {error}", batch.topic, batch.first_offset))
-        })?;
-        if summary.last_offset != batch.last_offset {
-            return Err(Fault::BadRecords(format!(
-                "BATCH of {:?} says it ends at {} but its records end at {}",
-                batch.topic, batch.last_offset, summary.last_offset
-            )));
-        }
-        received_end = received_end.max(batch.last_offset + 1);
-        if batch.last_offset < next {
-            continue;
-        }
-        if batch.first_offset > next {
-            return Err(Fault::BadRecords(format!(
-                "a gap in {:?}: this node holds records up to {next}, the parent sent {} next",
-                batch.topic, batch.first_offset
-            )));
-        }
-        next = batch.last_offset + 1;
-        parts.push(batch.records);
-    }
-    let mut appended = Appended { n_records: 0, n_bytes: 0, ack: 0 };
-    if !parts.is_empty() {
-        let joined = if parts.len() == 1 { parts.swap_remove(0) } else { Bytes::from(parts.concat()) };
-        let outcome = log.append_records(&joined).map_err(|error| Fault::Storage(error.to_string()))?;
-        appended.n_records = outcome.n_appended;
-        appended.n_bytes = joined.len() as u64 - duplicate_bytes(&joined, outcome.n_duplicates);
-        if flush == FlushMode::Interval {
-            log.flush().map_err(|error| Fault::Storage(error.to_string()))?;
-        }
-    }
-    let durable = if flush == FlushMode::Never { log.next_offset() } else { log.durable_offset() };
-    appended.ack = durable.min(received_end);
-    Ok(appended)
-}
-
-/// The bytes taken by the first `n_duplicates` records of a checked batch.
-fn duplicate_bytes(records: &[u8], n_duplicates: u64) -> u64 {
-    let mut position = 0usize;
-    for _ in 0..n_duplicates {
-        match records.get(position..).map(peek_record_len) {
-            Some(Ok(Some(len))) => position += len,
-            _ => break,
-        }
-    }
-    position as u64
+/// The bytes of the records appended from `first_appended` on: what the batches held past the duplicates.
+fn appended_bytes(batches: &[CheckedBatch], first_appended: u64) -> u64 {
+    batches.iter().map(|batch| batch.from_offset(first_appended).0.len() as u64).sum()
 }
 
 /// Throws a replacement away on a blocking thread (it deletes files).

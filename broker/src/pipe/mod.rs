@@ -3,10 +3,12 @@
 //!
 //! - `server.rs`: the parent side. The endpoint upgrades the request and runs the ordinary delivery
 //!   session (`session.rs`) with `Role::Pipe` over the WebSocket; the child is a group of its own.
-//! - `client.rs`: the child side. It finds a parent (`registration::find_parent`), says HELLO with
-//!   where each of its topics stands, and keeps the link alive with PING/PONG, reconnecting with backoff.
-//! - `copy.rs`: what the child does with what arrives: batches checked and appended verbatim, topics
-//!   created with the parent's uid and log start, full refreshes built aside and switched at READY.
+//! - `upstream.rs`: the child side, a `client::follow` follower: it chooses the parent
+//!   (`registration::find_parent`) and reports the link's state; the follower says HELLO with where each
+//!   topic stands, keeps the link alive and reconnects with backoff.
+//! - `copy.rs`: the follower's sink, what the child does with what arrives: proven batches appended
+//!   verbatim, topics created with the parent's uid and log start, full refreshes built aside and switched
+//!   at READY.
 //!
 //! This module also owns [`PipeState`], the link's state as `/api/v1/node`, `/ready`, heartbeats and
 //! metrics show it. It never writes a segment file except through `storage`.
@@ -14,23 +16,16 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use bytes::{Bytes, BytesMut};
-use protocol::WireError;
-use protocol::frame::Frame;
 use serde::Serialize;
 
 use crate::node::now_ms;
 use crate::registration::ParentRef;
 
-mod client;
 mod copy;
 pub mod server;
+mod upstream;
 
-pub use client::run_pipe_client;
-
-/// Room a WebSocket message may take beyond the largest frame, so that a frame slightly over the limit
-/// reaches the frame decoder and gets a precise FRAME_TOO_LARGE instead of a bare WebSocket failure.
-pub const MESSAGE_SLACK: usize = 64 * 1024;
+pub use upstream::run_pipe_client;
 
 /// What the link to the parent is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -163,51 +158,9 @@ impl PipeState {
     }
 }
 
-/// Decodes the one frame a binary WebSocket message must carry: a message that ends inside a frame, or
-/// holds bytes after it, is malformed, because the pipe never splits or packs frames.
-pub fn decode_message(message: Bytes, max_frame_len: usize) -> Result<Frame, WireError> {
-    let mut buffer = BytesMut::from(message);
-    match Frame::decode_from(&mut buffer, max_frame_len)? {
-        Some(frame) if buffer.is_empty() => Ok(frame),
-        Some(_) => Err(WireError::Malformed {
-            frame: "WebSocket message",
-            reason: format!("{} bytes follow the frame; a message carries exactly one frame", buffer.len()),
-        }),
-        None => Err(WireError::Malformed {
-            frame: "WebSocket message",
-            reason: "the message ends inside a frame; a message carries exactly one whole frame".to_string(),
-        }),
-    }
-}
-
-/// Encodes a frame as the payload of one binary WebSocket message.
-pub fn encode_message(frame: &Frame) -> Result<Bytes, WireError> {
-    let mut buffer = Vec::new();
-    frame.encode(&mut buffer)?;
-    Ok(Bytes::from(buffer))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::frame::{ErrorCode, Ping};
-
-    #[test]
-    fn one_message_is_exactly_one_frame() {
-        let ping = Frame::Ping(Ping { nonce: 7, timestamp_ms: 9 });
-        let message = encode_message(&ping).unwrap();
-        assert_eq!(decode_message(message.clone(), 1024).unwrap(), ping);
-        let mut two = message.to_vec();
-        two.extend_from_slice(&message);
-        let error = decode_message(Bytes::from(two), 1024).unwrap_err();
-        assert_eq!(error.error_code(), ErrorCode::MalformedFrame);
-        let error = decode_message(message.slice(..message.len() - 1), 1024).unwrap_err();
-        assert_eq!(error.error_code(), ErrorCode::MalformedFrame);
-        let mut corrupt = message.to_vec();
-        let last = corrupt.len() - 1;
-        corrupt[last] ^= 1;
-        assert_eq!(decode_message(Bytes::from(corrupt), 1024).unwrap_err().error_code(), ErrorCode::BadCrc);
-    }
 
     #[test]
     fn status_follows_the_link() {

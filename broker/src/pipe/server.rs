@@ -17,10 +17,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use protocol::WireError;
-use protocol::frame::{FRAME_HEADER_LEN, Frame, Role};
+use protocol::frame::{Frame, Role};
 use tokio::sync::mpsc;
 
-use super::{MESSAGE_SLACK, decode_message};
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::session::{Outbound, Peer, SessionIo, run_session};
@@ -62,7 +61,7 @@ pub async fn endpoint(
     };
     let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
     let max_frame_len = usize::try_from(node.config.max_frame_bytes).unwrap_or(usize::MAX);
-    let max_message = max_frame_len + FRAME_HEADER_LEN + MESSAGE_SLACK;
+    let max_message = client::ws::max_message_len(max_frame_len);
     upgrade
         .max_message_size(max_message)
         .max_frame_size(max_message)
@@ -98,7 +97,7 @@ async fn read_messages(
 ) {
     while let Some(message) = stream.next().await {
         let decoded = match message {
-            Ok(Message::Binary(bytes)) => decode_message(bytes, max_frame_len),
+            Ok(Message::Binary(bytes)) => Frame::decode_exact(bytes, max_frame_len),
             Ok(Message::Text(_)) => Err(WireError::Malformed {
                 frame: "WebSocket message",
                 reason: "a text message; the pipe carries binary messages only".to_string(),
@@ -143,7 +142,7 @@ async fn write_items(mut sink: SplitSink<WebSocket, Message>, mut outbound: mpsc
 /// once into the message (a WebSocket message is one buffer).
 fn message_of(item: Outbound) -> Option<Message> {
     match item {
-        Outbound::Frame(frame) => match super::encode_message(&frame) {
+        Outbound::Frame(frame) => match frame.to_bytes() {
             Ok(bytes) => Some(Message::Binary(bytes)),
             Err(error) => {
                 tracing::error!(%error, frame = frame.name(), "encoding a frame failed; dropping it");

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{HeartbeatBody, RegisterBody, RegistryClient, TopicHeartbeat, save};
-use crate::backoff::Backoff;
 use crate::error::RegistryError;
 use crate::node::Node;
+use client::Backoff;
 
 /// The first wait after a failed registration.
 const RETRY_INITIAL: Duration = Duration::from_millis(200);

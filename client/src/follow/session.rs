@@ -5,18 +5,18 @@
 
 use std::time::Duration;
 
-use protocol::frame::{
-    Ack, Batch, ErrorCode, ErrorFrame, Frame, Hello, PROTOCOL_VERSION, Ping, Seek, Welcome,
-};
 use protocol::CheckedBatch;
+use protocol::frame::{
+    Ack, Batch, ErrorCode, ErrorFrame, Frame, Hello, PROTOCOL_VERSION, Ping, Seek, StartPosition, Welcome,
+};
 
 use super::{Durable, Fault, FollowConfig, LinkEnd, Sink, Stop, Target, Upstream, Work};
 use crate::consumer::SILENT_INTERVALS;
 use crate::error::Error;
 use crate::link::Link;
-use protocol::now_ms;
 use crate::tcp::connect_tcp;
 use crate::ws::connect_ws;
+use protocol::now_ms;
 
 /// Most batches handed to the sink together.
 pub const MAX_GROUP_BATCHES: usize = 64;
@@ -50,14 +50,8 @@ pub(super) async fn run_link<U: Upstream, S: Sink>(
             Ok(Ok(link)) => link,
         },
     };
-    let mut session = Session {
-        config,
-        link,
-        pending: None,
-        streamed: false,
-        heartbeat: config.heartbeat,
-        next_nonce: 1,
-    };
+    let mut session =
+        Session { config, link, pending: None, streamed: false, heartbeat: config.heartbeat, next_nonce: 1 };
     let end = session.run(target, upstream, sink, stop).await;
     session.link.close(CLOSE_GRACE).await;
     end
@@ -93,6 +87,14 @@ impl Session<'_> {
             Err(fault) => return self.end(false, true, fault.to_string()),
         };
         let config = self.config;
+        let resume_from = topics
+            .iter()
+            .filter_map(|topic| match topic.start {
+                StartPosition::Offset(offset) => Some(format!("{}@{offset}", topic.topic)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         let hello = Hello {
             version: PROTOCOL_VERSION,
             role: config.role,
@@ -119,7 +121,8 @@ impl Session<'_> {
         self.streamed = true;
         upstream.streaming(target, &welcome);
         tracing::info!(upstream = %target.name, endpoint = %target.endpoint, node = %welcome.node_id,
-            topics = welcome.topics.len(), "following");
+            topics = welcome.topics.len(), %resume_from, "the {} is streaming from the {}",
+            config.link_noun, config.upstream_noun);
         self.stream(sink, stop).await
     }
 
@@ -148,7 +151,10 @@ impl Session<'_> {
             }
         };
         if welcome.version != PROTOCOL_VERSION {
-            let reason = format!("the upstream speaks protocol version {}, this node {PROTOCOL_VERSION}", welcome.version);
+            let reason = format!(
+                "the upstream speaks protocol version {}, this node {PROTOCOL_VERSION}",
+                welcome.version
+            );
             return Err(self.fatal(ErrorCode::BadRequest, reason, true).await);
         }
         if let Some(level) = self.config.upstream_level
@@ -165,7 +171,8 @@ impl Session<'_> {
 
     /// Frames, background work and heartbeats until the link ends.
     async fn stream<S: Sink>(&mut self, sink: &mut S, stop: &mut Stop<'_>) -> LinkEnd {
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let frame = match self.pending.take() {
@@ -270,7 +277,9 @@ impl Session<'_> {
         let limit = self.heartbeat * SILENT_INTERVALS;
         // Frames waiting in the queue prove the upstream is alive; only this side is slow.
         if silent >= limit && !self.link.has_received() && self.pending.is_none() {
-            return Err(self.end(false, false, format!("the upstream was silent for {} ms", silent.as_millis())));
+            let reason =
+                format!("the {} was silent for {} ms", self.config.upstream_noun, silent.as_millis());
+            return Err(self.end(false, false, reason));
         }
         let nonce = self.next_nonce;
         self.next_nonce += 1;
@@ -299,8 +308,12 @@ impl Session<'_> {
         let limit = (self.heartbeat * SILENT_INTERVALS).max(self.config.connect_timeout);
         match tokio::time::timeout(limit, self.link.send(&frame)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(self.end(false, false, format!("sending {} failed: {error}", frame.name()))),
-            Err(_) => Err(self.end(false, false, format!("the upstream did not take a frame within {limit:?}"))),
+            Ok(Err(error)) => {
+                Err(self.end(false, false, format!("sending {} failed: {error}", frame.name())))
+            }
+            Err(_) => {
+                Err(self.end(false, false, format!("the upstream did not take a frame within {limit:?}")))
+            }
         }
     }
 
@@ -309,7 +322,9 @@ impl Session<'_> {
         let (code, message) = match &fault {
             Fault::BadRecords(_) => (ErrorCode::BadRecords, fault.to_string()),
             Fault::Protocol(_) => (ErrorCode::ProtocolViolation, fault.to_string()),
-            Fault::Storage(_) => (ErrorCode::Internal, "the follower failed to store the records; see its log".into()),
+            Fault::Storage(_) => {
+                (ErrorCode::Internal, "the follower failed to store the records; see its log".into())
+            }
         };
         let _ = self.send(Frame::Error(ErrorFrame { code, fatal: true, message })).await;
         self.end(false, true, fault.to_string())

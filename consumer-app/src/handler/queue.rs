@@ -45,6 +45,23 @@ pub struct HandlerQueue {
     board: Arc<AckBoard>,
 }
 
+/// Room for one batch in the queue, from [`HandlerQueue::reserve`].
+#[derive(Debug)]
+pub struct QueueSlot<'q> {
+    /// The reserved place.
+    permit: mpsc::Permit<'q, HandlerItem>,
+    /// The board counting outstanding batches.
+    board: &'q AckBoard,
+}
+
+impl QueueSlot<'_> {
+    /// Queues the batch in the reserved place.
+    pub fn push(self, item: HandlerItem) {
+        self.board.outstanding.fetch_add(1, Ordering::SeqCst);
+        self.permit.send(item);
+    }
+}
+
 /// What the handler task posts back.
 #[derive(Debug, Default)]
 struct AckBoard {
@@ -78,6 +95,18 @@ impl HandlerQueue {
         Ok(())
     }
 
+    /// Waits for room in the queue without queueing anything yet; cancel-safe, so it can wait beside other
+    /// work. Fails only if the handler task has stopped.
+    pub async fn reserve(&self) -> Result<QueueSlot<'_>, crate::error::Error> {
+        match self.sender.reserve().await {
+            Ok(permit) => Ok(QueueSlot { permit, board: &self.board }),
+            Err(_) => Err(crate::error::Error::Unexpected {
+                topic: String::new(),
+                what: "a batch after the handler task stopped".to_string(),
+            }),
+        }
+    }
+
     /// Takes the finished acks of connection `epoch` (those of other connections are discarded).
     pub fn take_done(&self, epoch: u64) -> Vec<(Arc<str>, u64)> {
         let mut done = self.board.done.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -87,7 +116,8 @@ impl HandlerQueue {
             .collect()
     }
 
-    /// Waits until the handler task posts something.
+    /// Waits until the handler task posts something. A post made while nobody waited is kept, so a caller
+    /// that looks at the board and then waits misses nothing.
     pub async fn changed(&self) {
         self.board.changed.notified().await;
     }

@@ -83,7 +83,8 @@ mod tests {
         for at in 0..clean.len() {
             let mut flipped = clean.clone();
             flipped[at] ^= 0x01;
-            let in_prefix = at < RECORD_PREFIX_LEN || (first_len..first_len + RECORD_PREFIX_LEN).contains(&at);
+            let in_prefix =
+                at < RECORD_PREFIX_LEN || (first_len..first_len + RECORD_PREFIX_LEN).contains(&at);
             assert_eq!(frame_crc(batch, b"head", &flipped) != base, in_prefix, "flip at {at}");
         }
         assert_ne!(frame_crc(batch, b"heaD", &clean), base);
