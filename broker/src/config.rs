@@ -1,6 +1,7 @@
 //! The broker's configuration: every setting as a command-line flag and a `BROKER_` environment variable,
-//! with defaults in code, parsed by clap and then validated so that a bad value ends the process with one
-//! readable line. This module owns parsing and validation only; it starts nothing.
+//! with defaults in code, parsed by clap (sizes and durations with `service::units`) and then validated so
+//! that a bad value ends the process with one readable line. This module owns the broker's settings and
+//! their checks only; it starts nothing.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use protocol::Level;
+use service::units::{parse_duration, parse_size};
 
 /// The broker binary's command line: the broker itself, or one of its helper subcommands.
 #[derive(Debug, Parser)]
@@ -86,11 +88,11 @@ pub struct Config {
     pub max_connections: usize,
 
     /// Largest frame accepted from a consumer (bytes; K/M/G suffixes are binary multiples).
-    #[arg(long, env = "BROKER_MAX_FRAME_BYTES", default_value = "8M", value_parser = parse_bytes)]
+    #[arg(long, env = "BROKER_MAX_FRAME_BYTES", default_value = "8M", value_parser = parse_size)]
     pub max_frame_bytes: u64,
 
     /// Largest HTTP request body accepted.
-    #[arg(long, env = "BROKER_MAX_BODY_BYTES", default_value = "16M", value_parser = parse_bytes)]
+    #[arg(long, env = "BROKER_MAX_BODY_BYTES", default_value = "16M", value_parser = parse_size)]
     pub max_body_bytes: u64,
 
     /// Most records in one BATCH frame.
@@ -98,7 +100,7 @@ pub struct Config {
     pub batch_max_records: usize,
 
     /// Most record bytes in one BATCH frame (a single larger record still goes alone).
-    #[arg(long, env = "BROKER_BATCH_MAX_BYTES", default_value = "1M", value_parser = parse_bytes)]
+    #[arg(long, env = "BROKER_BATCH_MAX_BYTES", default_value = "1M", value_parser = parse_size)]
     pub batch_max_bytes: u64,
 
     /// Most unacknowledged BATCH frames per consumer (a consumer may ask for fewer).
@@ -118,7 +120,7 @@ pub struct Config {
     pub group_commit_interval: Duration,
 
     /// Size at which a segment file is sealed and a new one started.
-    #[arg(long, env = "BROKER_SEGMENT_BYTES", default_value = "256M", value_parser = parse_bytes)]
+    #[arg(long, env = "BROKER_SEGMENT_BYTES", default_value = "256M", value_parser = parse_size)]
     pub segment_bytes: u64,
 
     /// Age at which an active segment is sealed even if not full.
@@ -134,7 +136,7 @@ pub struct Config {
     pub flush_interval: Duration,
 
     /// Most bytes kept per topic; older sealed segments are deleted (0 = unlimited).
-    #[arg(long, env = "BROKER_RETENTION_BYTES", default_value = "0", value_parser = parse_bytes)]
+    #[arg(long, env = "BROKER_RETENTION_BYTES", default_value = "0", value_parser = parse_size)]
     pub retention_bytes: u64,
 
     /// Oldest data kept per topic; older sealed segments are deleted (0 = forever).
@@ -354,46 +356,6 @@ pub fn parent_host_port(text: &str) -> Option<&str> {
     valid.then_some(rest)
 }
 
-/// Parses a byte size: a number with an optional `K`, `M`, `G` (or `KiB`, `MiB`, `GiB`) binary suffix.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, suffix) = text.split_at(split);
-    let number: u64 =
-        digits.parse().map_err(|_| format!("{text:?} is not a byte size such as 512K or 8M"))?;
-    let multiplier: u64 = match suffix.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        "T" | "TB" | "TIB" => 1 << 40,
-        _ => return Err(format!("{text:?} has an unknown size suffix; use K, M, G or T")),
-    };
-    number.checked_mul(multiplier).ok_or_else(|| format!("{text:?} is too large"))
-}
-
-/// Parses a duration: a number with a unit `ms`, `s`, `m`, `h` or `d` (`0` alone means zero).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 =
-        digits.parse().map_err(|_| format!("{text:?} is not a duration such as 100ms or 30s"))?;
-    let millis_per_unit: u64 = match unit.trim() {
-        "" if number == 0 => 0,
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("{text:?} needs a unit: ms, s, m, h or d")),
-    };
-    number
-        .checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,19 +440,5 @@ mod tests {
         assert!(root_with_parent.config.validate().unwrap_err().contains("ROOT"));
         let bad_registry = Cli::try_parse_from(["broker", "--registry-url", "registry:8500"]).unwrap();
         assert!(bad_registry.config.validate().unwrap_err().contains("--registry-url"));
-    }
-
-    #[test]
-    fn sizes_and_durations() {
-        assert_eq!(parse_bytes("512").unwrap(), 512);
-        assert_eq!(parse_bytes("4K").unwrap(), 4096);
-        assert_eq!(parse_bytes("1MiB").unwrap(), 1 << 20);
-        assert!(parse_bytes("1X").is_err());
-        assert!(parse_bytes("").is_err());
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("1y").is_err());
     }
 }

@@ -1,13 +1,12 @@
-//! The broker's errors: [`Error`] for what stops the broker or a background task, and [`ApiError`], the one
-//! place where HTTP failures become a status code and a `{"error", "detail"}` JSON body. Protocol-level
-//! failures on a connection are ERROR frames and live in `session.rs`.
+//! The broker's errors: [`Error`] for what stops the broker or a background task, [`RegistryError`] for
+//! talking to the registry, and how storage and broker errors become an HTTP [`ApiError`] (whose status
+//! and JSON body `service` owns). Protocol-level failures on a connection are ERROR frames and live in
+//! `session.rs`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+pub use service::ApiError;
 
 /// What can stop the broker from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -90,107 +89,29 @@ pub enum RegistryError {
     },
 }
 
-/// An HTTP failure: a status and a JSON body `{"error": "<kind>", "detail": "<what exactly>"}`.
-///
-/// Client errors name the problem; a server error answers a generic body and logs the detail, because the
-/// detail may expose internals such as file paths.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// A short, stable, machine-readable kind such as `bad_json` or `unknown_topic`.
-    pub error: &'static str,
-    /// A sentence for a person.
-    pub detail: String,
-}
-
-impl ApiError {
-    /// A 400 answer.
-    pub fn bad_request(error: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, error, detail: detail.into() }
-    }
-
-    /// A 403 answer.
-    pub fn forbidden(error: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::FORBIDDEN, error, detail: detail.into() }
-    }
-
-    /// A 404 answer.
-    pub fn not_found(error: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::NOT_FOUND, error, detail: detail.into() }
-    }
-
-    /// A 409 answer.
-    pub fn conflict(error: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::CONFLICT, error, detail: detail.into() }
-    }
-
-    /// A 413 answer.
-    pub fn too_large(detail: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, error: "body_too_large", detail: detail.into() }
-    }
-
-    /// A 503 answer.
-    pub fn unavailable(error: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, error, detail: detail.into() }
-    }
-
-    /// A 500 answer; `detail` goes to the log only.
-    pub fn internal(detail: impl std::fmt::Display) -> ApiError {
-        let detail = detail.to_string();
-        tracing::error!(%detail, "internal error answering an HTTP request");
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            error: "internal",
-            detail: "the broker failed to handle this request; see its log".to_string(),
-        }
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.error, self.detail)
-    }
-}
-
-impl std::error::Error for ApiError {}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.error, "detail": self.detail });
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<storage::Error> for ApiError {
-    fn from(error: storage::Error) -> ApiError {
-        match error {
-            storage::Error::OffsetBelowLogStart { requested, log_start } => ApiError::bad_request(
-                "offset_out_of_range",
-                format!("offset {requested} is below the log start {log_start}"),
-            ),
-            storage::Error::OffsetBeyondEnd { requested, next_offset } => ApiError::bad_request(
-                "offset_out_of_range",
-                format!("offset {requested} is beyond the log end {next_offset}"),
-            ),
-            storage::Error::BadTopicName { .. } => ApiError::bad_request("bad_topic_name", error.to_string()),
-            storage::Error::NoSpace { .. } => ApiError::unavailable("no_space", error.to_string()),
-            other => ApiError::internal(other),
-        }
+/// The HTTP answer to a storage error: a client's mistake names it, a full disk is 503, anything else is
+/// the broker's own fault.
+pub fn storage_api_error(error: storage::Error) -> ApiError {
+    match error {
+        storage::Error::OffsetBelowLogStart { requested, log_start } => ApiError::bad_request(
+            "offset_out_of_range",
+            format!("offset {requested} is below the log start {log_start}"),
+        ),
+        storage::Error::OffsetBeyondEnd { requested, next_offset } => ApiError::bad_request(
+            "offset_out_of_range",
+            format!("offset {requested} is beyond the log end {next_offset}"),
+        ),
+        storage::Error::BadTopicName { .. } => ApiError::bad_request("bad_topic_name", error.to_string()),
+        storage::Error::NoSpace { .. } => ApiError::unavailable("no_space", error.to_string()),
+        other => ApiError::internal_with_sources(&other),
     }
 }
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> ApiError {
         match error {
-            Error::Storage(error) => ApiError::from(error),
-            other => ApiError::internal(other),
+            Error::Storage(error) => storage_api_error(error),
+            other => ApiError::internal_with_sources(&other),
         }
-    }
-}
-
-impl From<tokio::task::JoinError> for ApiError {
-    fn from(error: tokio::task::JoinError) -> ApiError {
-        ApiError::internal(error)
     }
 }

@@ -4,14 +4,9 @@
 use std::process::ExitCode;
 
 use broker::config::{Cli, Command};
-use clap::Parser;
-use clap::error::ErrorKind;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(error) => return clap_exit(&error),
-    };
+    let cli: Cli = service::cli::parse_or_exit();
     if let Some(Command::Healthcheck { url, timeout }) = cli.command {
         return match service::healthcheck::probe(&url, timeout) {
             Ok(_) => ExitCode::SUCCESS,
@@ -23,8 +18,7 @@ fn main() -> ExitCode {
     }
     let config = cli.config;
     if let Err(message) = config.validate() {
-        eprintln!("broker: {message}");
-        return ExitCode::from(2);
+        service::cli::exit_invalid::<Cli>(message);
     }
     service::init_logging(config.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -40,24 +34,6 @@ fn main() -> ExitCode {
             tracing::error!(%error, "broker failed");
             eprintln!("broker: {error}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Prints help or version as clap renders them; any other parse error as its first line only.
-fn clap_exit(error: &clap::Error) -> ExitCode {
-    match error.kind() {
-        ErrorKind::DisplayHelp
-        | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            print!("{}", error.render());
-            ExitCode::SUCCESS
-        }
-        _ => {
-            let rendered = error.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid command line");
-            eprintln!("broker: {}", first.strip_prefix("error: ").unwrap_or(first));
-            ExitCode::from(2)
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The consumer-app's configuration: every setting as a flag and as a `CONSUMER_*` environment variable,
-//! with defaults in code, so that one image serves several kinds of consumer through its environment.
+//! with defaults in code (sizes and durations with units, read by `service::units`), so that one image
+//! serves several kinds of consumer through its environment.
 //!
 //! This module parses and checks settings; it starts nothing.
 
@@ -9,8 +10,18 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use protocol::{ALL_TOPICS, validate_topic_name};
+use service::units::{format_duration, format_size, parse_duration, parse_size};
 
 use crate::handler::RetryPolicy;
+
+/// The shortest heartbeat interval accepted.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// The smallest `--max-frame-bytes` accepted: room for a batch of a few records.
+const MIN_FRAME_BYTES: u64 = 64 * 1024;
+
+/// The largest `--max-frame-bytes` accepted, as the broker's own ceiling.
+const MAX_FRAME_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The consumer-app: a durable local copy of relay topics, kept current by push from a broker and
 /// answered over REST.
@@ -41,16 +52,19 @@ pub struct Config {
     #[arg(long = "webhook-url", env = "CONSUMER_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
 
-    /// How long one webhook request may take, in milliseconds.
-    #[arg(long = "webhook-timeout-ms", env = "CONSUMER_WEBHOOK_TIMEOUT_MS", default_value_t = 5_000)]
-    pub webhook_timeout_ms: u64,
+    /// How long one webhook request may take.
+    #[arg(long = "webhook-timeout", env = "CONSUMER_WEBHOOK_TIMEOUT", default_value = "5s",
+          value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
 
     /// Directory of the local copy: the segment log and `app.sqlite`.
     #[arg(long = "data-dir", env = "CONSUMER_DATA_DIR", default_value = "./consumer-data")]
     pub data_dir: PathBuf,
 
-    /// Size at which a segment file of the local copy is sealed and a new one started, in bytes.
-    #[arg(long = "segment-bytes", env = "CONSUMER_SEGMENT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    /// Size at which a segment file of the local copy is sealed and a new one started (K/M/G suffixes are
+    /// binary multiples).
+    #[arg(long = "segment-bytes", env = "CONSUMER_SEGMENT_BYTES", default_value = "256M",
+          value_parser = parse_size)]
     pub segment_bytes: u64,
 
     /// Address the REST API listens on.
@@ -65,40 +79,42 @@ pub struct Config {
     #[arg(long = "retry-attempts", env = "CONSUMER_RETRY_ATTEMPTS", default_value_t = 3)]
     pub retry_attempts: u32,
 
-    /// Wait before the first handler retry, in milliseconds; it doubles up to the maximum.
-    #[arg(long = "retry-backoff-ms", env = "CONSUMER_RETRY_BACKOFF_MS", default_value_t = 100)]
-    pub retry_backoff_ms: u64,
+    /// Wait before the first handler retry; it doubles up to the maximum.
+    #[arg(long = "retry-backoff", env = "CONSUMER_RETRY_BACKOFF", default_value = "100ms",
+          value_parser = parse_duration)]
+    pub retry_backoff: Duration,
 
-    /// The longest wait between handler retries, in milliseconds.
-    #[arg(long = "retry-max-backoff-ms", env = "CONSUMER_RETRY_MAX_BACKOFF_MS", default_value_t = 5_000)]
-    pub retry_max_backoff_ms: u64,
+    /// The longest wait between handler retries.
+    #[arg(long = "retry-max-backoff", env = "CONSUMER_RETRY_MAX_BACKOFF", default_value = "5s",
+          value_parser = parse_duration)]
+    pub retry_max_backoff: Duration,
 
-    /// Wait before the first reconnection to the broker, in milliseconds; it doubles (with jitter).
-    #[arg(long = "reconnect-backoff-ms", env = "CONSUMER_RECONNECT_BACKOFF_MS", default_value_t = 200)]
-    pub reconnect_backoff_ms: u64,
+    /// Wait before the first reconnection to the broker; it doubles (with jitter).
+    #[arg(long = "reconnect-backoff", env = "CONSUMER_RECONNECT_BACKOFF", default_value = "200ms",
+          value_parser = parse_duration)]
+    pub reconnect_backoff: Duration,
 
-    /// The longest wait between reconnections, in milliseconds.
-    #[arg(
-        long = "reconnect-max-backoff-ms",
-        env = "CONSUMER_RECONNECT_MAX_BACKOFF_MS",
-        default_value_t = 10_000
-    )]
-    pub reconnect_max_backoff_ms: u64,
+    /// The longest wait between reconnections.
+    #[arg(long = "reconnect-max-backoff", env = "CONSUMER_RECONNECT_MAX_BACKOFF", default_value = "10s",
+          value_parser = parse_duration)]
+    pub reconnect_max_backoff: Duration,
 
-    /// Heartbeat interval on the broker connection, in milliseconds; a peer silent for three is dropped.
-    #[arg(long = "heartbeat-ms", env = "CONSUMER_HEARTBEAT_MS", default_value_t = 5_000)]
-    pub heartbeat_ms: u64,
+    /// Heartbeat interval on the broker connection (at least 100ms); a peer silent for three is dropped.
+    #[arg(long = "heartbeat", env = "CONSUMER_HEARTBEAT", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
 
     /// Token the broker requires, if any.
     #[arg(long, env = "CONSUMER_TOKEN", default_value = "", hide_env_values = true)]
     pub token: String,
 
-    /// Largest frame accepted from the broker, in bytes.
-    #[arg(long = "max-frame-bytes", env = "CONSUMER_MAX_FRAME_BYTES", default_value_t = 8 * 1024 * 1024)]
-    pub max_frame_bytes: usize,
+    /// Largest frame accepted from the broker (64K to 64M).
+    #[arg(long = "max-frame-bytes", env = "CONSUMER_MAX_FRAME_BYTES", default_value = "8M",
+          value_parser = parse_size)]
+    pub max_frame_bytes: u64,
 
-    /// Write logs as JSON lines instead of text.
-    #[arg(long = "log-json", env = "CONSUMER_LOG_JSON")]
+    /// Log as JSON lines instead of text (the filter comes from `RUST_LOG`).
+    #[arg(long = "log-json", env = "CONSUMER_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
     pub log_json: bool,
 
     /// A subcommand instead of running the app.
@@ -130,78 +146,70 @@ pub enum HandlerKind {
 }
 
 impl Config {
-    /// Parses the command line and environment, then checks the values against each other.
-    ///
-    /// On a bad value the error is one readable line, meant to be printed before a non-zero exit.
-    pub fn from_args() -> Result<Config, ConfigExit> {
-        let config = Config::try_parse().map_err(|error| match error.kind() {
-            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                ConfigExit::Info(error.render().to_string())
-            }
-            _ => {
-                let rendered = error.render().to_string();
-                let first = rendered.lines().next().unwrap_or("invalid arguments").to_string();
-                ConfigExit::Invalid(first)
-            }
-        })?;
-        config.validate().map_err(ConfigExit::Invalid)?;
-        Ok(config)
-    }
-
-    /// Checks what clap cannot: topic names, ranges, and settings that depend on each other.
+    /// Checks what clap cannot: topic names, ranges, and settings that depend on each other. The error is
+    /// one readable line naming the setting.
     pub fn validate(&self) -> Result<(), String> {
         if self.topics.is_empty() {
-            return Err("error: CONSUMER_TOPICS is empty; name topics or use *".to_string());
+            return Err("CONSUMER_TOPICS is empty; name topics or use *".to_string());
         }
         for topic in &self.topics {
             if topic != ALL_TOPICS {
                 validate_topic_name(topic)
-                    .map_err(|reason| format!("error: bad topic in CONSUMER_TOPICS: {reason}"))?;
+                    .map_err(|reason| format!("bad topic in CONSUMER_TOPICS: {reason}"))?;
             }
         }
         if self.consumer_id.is_empty() || self.consumer_id.len() > 200 {
-            return Err("error: CONSUMER_ID must be 1 to 200 bytes".to_string());
+            return Err("CONSUMER_ID must be 1 to 200 bytes".to_string());
         }
         if !(1..=1024).contains(&self.max_in_flight) {
-            return Err(format!(
-                "error: CONSUMER_MAX_IN_FLIGHT must be 1 to 1024, got {}",
-                self.max_in_flight
-            ));
+            return Err(format!("CONSUMER_MAX_IN_FLIGHT must be 1 to 1024, got {}", self.max_in_flight));
         }
         if !(1..=100).contains(&self.retry_attempts) {
+            return Err(format!("CONSUMER_RETRY_ATTEMPTS must be 1 to 100, got {}", self.retry_attempts));
+        }
+        if self.heartbeat < MIN_HEARTBEAT {
             return Err(format!(
-                "error: CONSUMER_RETRY_ATTEMPTS must be 1 to 100, got {}",
-                self.retry_attempts
+                "CONSUMER_HEARTBEAT must be at least {}, got {}",
+                format_duration(MIN_HEARTBEAT),
+                format_duration(self.heartbeat)
             ));
         }
-        if self.heartbeat_ms < 100 {
+        if self.reconnect_backoff.is_zero() || self.reconnect_max_backoff < self.reconnect_backoff {
             return Err(format!(
-                "error: CONSUMER_HEARTBEAT_MS must be at least 100, got {}",
-                self.heartbeat_ms
+                "CONSUMER_RECONNECT_BACKOFF ({}) must be above zero and at most \
+                 CONSUMER_RECONNECT_MAX_BACKOFF ({})",
+                format_duration(self.reconnect_backoff),
+                format_duration(self.reconnect_max_backoff)
             ));
         }
-        if self.reconnect_backoff_ms == 0 || self.reconnect_max_backoff_ms < self.reconnect_backoff_ms {
-            return Err("error: reconnect backoff must be positive and not above its maximum".to_string());
+        if self.retry_max_backoff < self.retry_backoff {
+            return Err(format!(
+                "CONSUMER_RETRY_MAX_BACKOFF ({}) is below CONSUMER_RETRY_BACKOFF ({})",
+                format_duration(self.retry_max_backoff),
+                format_duration(self.retry_backoff)
+            ));
         }
-        if self.retry_max_backoff_ms < self.retry_backoff_ms {
-            return Err("error: CONSUMER_RETRY_MAX_BACKOFF_MS is below CONSUMER_RETRY_BACKOFF_MS".to_string());
-        }
-        if self.max_frame_bytes < 64 * 1024 || self.max_frame_bytes > 64 * 1024 * 1024 {
-            return Err("error: CONSUMER_MAX_FRAME_BYTES must be between 64 KiB and 64 MiB".to_string());
+        if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(&self.max_frame_bytes) {
+            return Err(format!(
+                "CONSUMER_MAX_FRAME_BYTES must be between {} and {}, got {}",
+                format_size(MIN_FRAME_BYTES),
+                format_size(MAX_FRAME_BYTES),
+                format_size(self.max_frame_bytes)
+            ));
         }
         if !(storage::MIN_SEGMENT_BYTES..=storage::MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return Err(format!(
-                "error: CONSUMER_SEGMENT_BYTES must be between {} and {}, got {}",
-                storage::MIN_SEGMENT_BYTES,
-                storage::MAX_SEGMENT_BYTES,
-                self.segment_bytes
+                "CONSUMER_SEGMENT_BYTES must be between {} and {}, got {}",
+                format_size(storage::MIN_SEGMENT_BYTES),
+                format_size(storage::MAX_SEGMENT_BYTES),
+                format_size(self.segment_bytes)
             ));
         }
         if self.handler == HandlerKind::Webhook {
             match &self.webhook_url {
-                None => return Err("error: CONSUMER_HANDLER=webhook needs CONSUMER_WEBHOOK_URL".to_string()),
+                None => return Err("CONSUMER_HANDLER=webhook needs CONSUMER_WEBHOOK_URL".to_string()),
                 Some(url) if !url.starts_with("http://") => {
-                    return Err(format!("error: CONSUMER_WEBHOOK_URL must start with http://, got {url:?}"));
+                    return Err(format!("CONSUMER_WEBHOOK_URL must start with http://, got {url:?}"));
                 }
                 Some(_) => {}
             }
@@ -218,8 +226,8 @@ impl Config {
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             max_attempts: self.retry_attempts,
-            initial_backoff: Duration::from_millis(self.retry_backoff_ms),
-            max_backoff: Duration::from_millis(self.retry_max_backoff_ms),
+            initial_backoff: self.retry_backoff,
+            max_backoff: self.retry_max_backoff,
             multiplier: 2.0,
         }
     }
@@ -241,15 +249,6 @@ impl Config {
     }
 }
 
-/// Why parsing stopped before the app could run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigExit {
-    /// Help or version text was asked for: print it and exit 0.
-    Info(String),
-    /// A bad value: print the line and exit non-zero.
-    Invalid(String),
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +266,17 @@ mod tests {
         assert_eq!(config.group(), "consumer-app");
         assert_eq!(config.listen.port(), 8090);
         assert_eq!(config.handler, HandlerKind::Store);
+        assert_eq!(config.heartbeat, Duration::from_secs(5));
+        assert_eq!(config.webhook_timeout, Duration::from_secs(5));
+        assert_eq!(config.retry_policy().initial_backoff, Duration::from_millis(100));
+        assert_eq!(config.retry_policy().max_backoff, Duration::from_secs(5));
+        assert_eq!(
+            (config.reconnect_backoff, config.reconnect_max_backoff),
+            (Duration::from_millis(200), Duration::from_secs(10))
+        );
+        assert_eq!((config.segment_bytes, config.max_frame_bytes), (256 << 20, 8 << 20));
+        let config = parse(&["--segment-bytes", "268435456", "--heartbeat", "2s"]).unwrap();
+        assert_eq!((config.segment_bytes, config.heartbeat), (256 << 20, Duration::from_secs(2)));
     }
 
     #[test]
@@ -296,7 +306,12 @@ mod tests {
     fn ranges_are_checked() {
         assert!(parse(&["--max-in-flight", "0"]).unwrap().validate().is_err());
         assert!(parse(&["--retry-attempts", "0"]).unwrap().validate().is_err());
-        assert!(parse(&["--heartbeat-ms", "5"]).unwrap().validate().is_err());
+        assert!(parse(&["--heartbeat", "5ms"]).unwrap().validate().is_err());
+        assert!(parse(&["--heartbeat", "5"]).is_err(), "a duration needs a unit");
+        assert!(parse(&["--max-frame-bytes", "1K"]).unwrap().validate().is_err());
+        let message =
+            parse(&["--retry-backoff", "2s", "--retry-max-backoff", "1s"]).unwrap().validate().unwrap_err();
+        assert_eq!(message, "CONSUMER_RETRY_MAX_BACKOFF (1s) is below CONSUMER_RETRY_BACKOFF (2s)");
         assert!(parse(&["--max-in-flight", "abc"]).is_err());
         assert!(parse(&["--handler", "nope"]).is_err());
     }

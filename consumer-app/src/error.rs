@@ -1,5 +1,5 @@
 //! The consumer-app's error type. Every variant keeps its source and says what was being done, so a log
-//! line is enough to find the cause. HTTP status codes are chosen in `http/error.rs`, not here.
+//! line is enough to find the cause. HTTP status codes are chosen in `http/mod.rs`, not here.
 
 use thiserror::Error;
 

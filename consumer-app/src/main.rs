@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use consumer_app::app::{AppState, SyncStatus};
-use consumer_app::config::{Command, Config, ConfigExit, HandlerKind};
+use consumer_app::config::{Command, Config, HandlerKind};
 use consumer_app::copy::LocalCopy;
 use consumer_app::handler::{
     Dispatcher, HandlerQueue, LogHandler, MessageHandler, StoreHandler, WebhookHandler,
@@ -23,17 +23,10 @@ use tokio::sync::{mpsc, watch};
 const HANDLER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    let config = match Config::from_args() {
-        Ok(config) => config,
-        Err(ConfigExit::Info(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Err(ConfigExit::Invalid(line)) => {
-            eprintln!("{line}");
-            return ExitCode::from(2);
-        }
-    };
+    let config: Config = service::cli::parse_or_exit();
+    if let Err(message) = config.validate() {
+        service::cli::exit_invalid::<Config>(message);
+    }
     if let Some(Command::Healthcheck { url }) = &config.command {
         let url = url.clone().unwrap_or_else(|| healthcheck::default_url(config.listen));
         return match healthcheck::probe(&url, healthcheck::PROBE_TIMEOUT) {
@@ -81,7 +74,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         HandlerKind::Log => Arc::new(LogHandler),
         HandlerKind::Webhook => {
             let url = config.webhook_url.clone().unwrap_or_default();
-            Arc::new(WebhookHandler::new(url, Duration::from_millis(config.webhook_timeout_ms))?)
+            Arc::new(WebhookHandler::new(url, config.webhook_timeout)?)
         }
     };
     let handler_name = handler.name();
@@ -113,10 +106,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         topics: config.topics.clone(),
         token: config.token.clone(),
         max_in_flight: config.max_in_flight,
-        heartbeat: Duration::from_millis(config.heartbeat_ms),
-        max_frame_len: config.max_frame_bytes,
-        reconnect_backoff: Duration::from_millis(config.reconnect_backoff_ms),
-        reconnect_max_backoff: Duration::from_millis(config.reconnect_max_backoff_ms),
+        heartbeat: config.heartbeat,
+        // Validated to at most 64M, so it fits.
+        max_frame_len: usize::try_from(config.max_frame_bytes).unwrap_or(usize::MAX),
+        reconnect_backoff: config.reconnect_backoff,
+        reconnect_max_backoff: config.reconnect_max_backoff,
     };
     let sync = SyncLoop { copy, queue, handler_wants_records, metrics, status, settings };
     let sync = tokio::spawn(sync.run(commands_rx, stopped(shutdown_rx)));

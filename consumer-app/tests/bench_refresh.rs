@@ -44,8 +44,7 @@ async fn full_refresh_throughput() {
     eprintln!("published {n_records} records of {record_bytes} B at the broker in {:.1?}", started.elapsed());
 
     let data = tempfile::tempdir().unwrap();
-    let env =
-        [("CONSUMER_TOPICS", "bench"), ("CONSUMER_ID", "bench"), ("CONSUMER_SEGMENT_BYTES", "268435456")];
+    let env = [("CONSUMER_TOPICS", "bench"), ("CONSUMER_ID", "bench"), ("CONSUMER_SEGMENT_BYTES", "256M")];
     let started = Instant::now();
     let app = AppProcess::start(broker.consumers, data.path(), &env).await;
     let stats = app.wait_for_position("bench", n_records).await;

@@ -126,8 +126,8 @@ async fn webhook_retries_then_dead_letters_and_goes_on() {
             ("CONSUMER_HANDLER", "webhook"),
             ("CONSUMER_WEBHOOK_URL", &url),
             ("CONSUMER_RETRY_ATTEMPTS", "3"),
-            ("CONSUMER_RETRY_BACKOFF_MS", "10"),
-            ("CONSUMER_RETRY_MAX_BACKOFF_MS", "20"),
+            ("CONSUMER_RETRY_BACKOFF", "10ms"),
+            ("CONSUMER_RETRY_MAX_BACKOFF", "20ms"),
         ],
     )
     .await;
@@ -180,6 +180,9 @@ fn bad_settings_exit_non_zero_with_one_line() {
         ("CONSUMER_HANDLER", "webhook"),
         ("CONSUMER_TOPICS", "a/b"),
         ("CONSUMER_HTTP_LISTEN", "nowhere"),
+        ("CONSUMER_HEARTBEAT", "5000"),
+        ("CONSUMER_HEARTBEAT", "50ms"),
+        ("CONSUMER_SEGMENT_BYTES", "lots"),
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_consumer-app"))
             .env_clear()
@@ -189,7 +192,7 @@ fn bad_settings_exit_non_zero_with_one_line() {
         assert_eq!(output.status.code(), Some(2), "{name}={value}");
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(stderr.trim_end().lines().count(), 1, "{name}={value}: {stderr}");
-        assert!(stderr.starts_with("error"), "{name}={value}: {stderr}");
+        assert!(stderr.starts_with("consumer-app: "), "{name}={value}: {stderr}");
     }
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_consumer-app")).arg("--help").output().unwrap();
     assert!(help.status.success());

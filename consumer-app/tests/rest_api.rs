@@ -107,7 +107,7 @@ async fn bad_requests_get_json_errors() {
         ("/api/v1/topics/prices/keys/UNKNOWN", StatusCode::NOT_FOUND, "unknown_key"),
         ("/api/v1/topics/prices/keys/AAPL", StatusCode::NOT_FOUND, "unknown_key"),
         ("/api/v1/dead-letters?limit=5000", StatusCode::BAD_REQUEST, "bad_limit"),
-        ("/no/such/route", StatusCode::NOT_FOUND, "unknown_route"),
+        ("/no/such/route", StatusCode::NOT_FOUND, "no_such_route"),
     ];
     for (uri, expected_status, expected_error) in cases {
         let (status, body) = get(&router, uri).await;
@@ -130,9 +130,14 @@ async fn refresh_requests_are_remembered_and_sent_to_the_sync_loop() {
     let (status, body) = call(&router, "POST", "/api/v1/refresh", r#"{"topic":"nope"}"#).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_topic")));
     let (status, body) = call(&router, "POST", "/api/v1/refresh", r#"{"topic":"#).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_body")));
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_json")));
     let (status, body) = call(&router, "POST", "/api/v1/refresh", r#"{"topik":"prices"}"#).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_body")));
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_json")));
+    let (status, body) = call(&router, "GET", "/api/v1/refresh", "").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
     let too_big = format!(r#"{{"topic":"{}"}}"#, "x".repeat(100_000));
     let (status, body) = call(&router, "POST", "/api/v1/refresh", &too_big).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large")));

@@ -2,7 +2,8 @@
 //! into JSON.
 //!
 //! This module owns the endpoints' request and response handling only. Rules live in `assign` and `topology`,
-//! error statuses in `error`, the routes themselves in `lib.rs`.
+//! error statuses in `error`, the routes themselves in `lib.rs`; requests are read with `service`'s
+//! extractors, so a malformed one is a JSON error.
 
 use std::time::Instant;
 
@@ -12,9 +13,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
+use service::{ApiError, ApiJson, ApiPath, ApiQuery};
 
-use crate::error::{ApiError, Error};
-use crate::extract::{ApiPath, ApiQuery, JsonBody, check_token};
+use crate::auth::check_token;
+use crate::error::{Error, RequestError};
 use crate::metrics;
 use crate::model::{Assignment, Event, HeartbeatRequest, Node, RegisterRequest, TopologyView};
 use crate::page;
@@ -45,7 +47,7 @@ pub struct HistoryQuery {
 pub async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
-    JsonBody(request): JsonBody<RegisterRequest>,
+    ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<Json<Assignment>, ApiError> {
     check_token(state.settings().token.as_deref(), &headers, request.token.as_deref())?;
     let registration = Registration::parse(request)?;
@@ -60,8 +62,10 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
-    JsonBody(request): JsonBody<HeartbeatRequest>,
+    ApiJson(request): ApiJson<Option<HeartbeatRequest>>,
 ) -> Result<Json<Assignment>, ApiError> {
+    // A heartbeat may carry nothing at all.
+    let request = request.unwrap_or_default();
     check_token(state.settings().token.as_deref(), &headers, request.token.as_deref())?;
     let assignment =
         state.run(move |topology| topology.heartbeat(&id, request.stats, Instant::now())).await??;
@@ -104,7 +108,7 @@ pub async fn get_node(
 ) -> Result<Json<Node>, ApiError> {
     let lookup = id.clone();
     let node = state.run(move |topology| topology.node(&lookup)).await?;
-    node.map(Json).ok_or(ApiError::UnknownNode(id))
+    node.map(Json).ok_or_else(|| RequestError::UnknownNode(id).into())
 }
 
 /// `GET /api/v1/topology`.
@@ -138,7 +142,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Val
         Ok(()) => Ok(Json(json!({"status": "ready"}))),
         Err(error) => {
             tracing::warn!(error = %error, "readiness check failed");
-            Err(ApiError::NotReady)
+            Err(RequestError::NotReady.into())
         }
     }
 }
@@ -152,17 +156,17 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
 }
 
 /// Any path without a route.
-pub async fn no_route() -> ApiError {
-    ApiError::NoRoute
+pub async fn no_such_route() -> ApiError {
+    ApiError::no_such_route("no such endpoint; the API is listed in docs/REGISTRY.md")
 }
 
 /// A route used with a method it does not have.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+    ApiError::method_not_allowed()
 }
 
 /// Splits `a,b,c` into ids, ignoring empty items.
-fn parse_exclude(text: Option<&str>) -> Result<Vec<String>, ApiError> {
+fn parse_exclude(text: Option<&str>) -> Result<Vec<String>, RequestError> {
     let ids: Vec<String> = text
         .unwrap_or_default()
         .split(',')
@@ -171,7 +175,7 @@ fn parse_exclude(text: Option<&str>) -> Result<Vec<String>, ApiError> {
         .map(str::to_owned)
         .collect();
     if ids.len() > MAX_EXCLUDE {
-        return Err(ApiError::BadRequest(format!(
+        return Err(RequestError::BadQuery(format!(
             "exclude names {} parents; the limit is {MAX_EXCLUDE}",
             ids.len()
         )));
@@ -188,6 +192,6 @@ mod tests {
         assert_eq!(parse_exclude(None).unwrap(), Vec::<String>::new());
         assert_eq!(parse_exclude(Some("a, b,,c")).unwrap(), vec!["a", "b", "c"]);
         let many = vec!["x"; MAX_EXCLUDE + 1].join(",");
-        assert!(matches!(parse_exclude(Some(&many)), Err(ApiError::BadRequest(_))));
+        assert!(matches!(parse_exclude(Some(&many)), Err(RequestError::BadQuery(_))));
     }
 }

@@ -1,5 +1,5 @@
-//! The `registry` binary's command line: every setting as a flag and an environment variable, with defaults in
-//! code, plus the `healthcheck` subcommand.
+//! The `registry` binary's command line: every setting as a flag and a `REGISTRY_` environment variable, with
+//! defaults in code (durations with units, read by `service::units`), plus the `healthcheck` subcommand.
 //!
 //! This module owns parsing and checking settings. It does not open anything; `main` turns the result into
 //! `Settings` and starts the service.
@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use service::units::{duration_between, format_duration};
 
 use crate::state::Settings;
 
@@ -32,9 +33,10 @@ pub enum Command {
         /// The URL to GET.
         #[arg(long, env = "REGISTRY_HEALTHCHECK_URL", default_value = "http://127.0.0.1:8500/health")]
         url: String,
-        /// How long to wait for each step (connect, send, read), in milliseconds.
-        #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
-        timeout_ms: u64,
+        /// How long to wait for each step (connect, send, read), from 1ms to 1m.
+        #[arg(long, default_value = "3s",
+              value_parser = duration_between(Duration::from_millis(1), Duration::from_secs(60)))]
+        timeout: Duration,
     },
 }
 
@@ -47,14 +49,14 @@ pub struct ServeArgs {
     /// The SQLite file for nodes, assignments and history (its directory is created).
     #[arg(long, env = "REGISTRY_DB", default_value = "./data/registry.sqlite")]
     pub db: PathBuf,
-    /// A node with no heartbeat for this long is expired and its children are reassigned.
-    #[arg(long, env = "REGISTRY_EXPIRY_MS", default_value_t = 5_000,
-          value_parser = clap::value_parser!(u64).range(50..=86_400_000))]
-    pub expiry_ms: u64,
-    /// How often brokers are told to heartbeat; must be shorter than the expiry.
-    #[arg(long, env = "REGISTRY_HEARTBEAT_INTERVAL_MS", default_value_t = 1_000,
-          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
-    pub heartbeat_interval_ms: u64,
+    /// A node with no heartbeat for this long is expired and its children are reassigned (50ms to 1d).
+    #[arg(long, env = "REGISTRY_EXPIRY", default_value = "5s",
+          value_parser = duration_between(Duration::from_millis(50), Duration::from_secs(86_400)))]
+    pub expiry: Duration,
+    /// How often brokers are told to heartbeat (10ms to 1h); must be shorter than the expiry.
+    #[arg(long, env = "REGISTRY_HEARTBEAT_INTERVAL", default_value = "1s",
+          value_parser = duration_between(Duration::from_millis(10), Duration::from_secs(3_600)))]
+    pub heartbeat_interval: Duration,
     /// A shared token that register, heartbeat, parent and deregister requests must carry
     /// (`Authorization: Bearer <token>` or a `token` field); none when unset or empty.
     #[arg(long, env = "REGISTRY_TOKEN", hide_env_values = true)]
@@ -63,24 +65,26 @@ pub struct ServeArgs {
     #[arg(long, env = "REGISTRY_HISTORY_LIMIT", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub history_limit: u64,
-    /// Log in JSON instead of text (RUST_LOG sets the filter).
-    #[arg(long, env = "LOG_JSON")]
+    /// Log as JSON lines instead of text (the filter comes from `RUST_LOG`).
+    #[arg(long, env = "REGISTRY_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
     pub log_json: bool,
 }
 
 impl ServeArgs {
     /// The library settings these flags describe, or why they do not make sense together.
     pub fn settings(&self) -> Result<Settings, String> {
-        if self.heartbeat_interval_ms >= self.expiry_ms {
+        if self.heartbeat_interval >= self.expiry {
             return Err(format!(
-                "--heartbeat-interval-ms ({}) must be shorter than --expiry-ms ({}), or every node would expire",
-                self.heartbeat_interval_ms, self.expiry_ms
+                "--heartbeat-interval ({}) must be shorter than --expiry ({}), or every node would expire",
+                format_duration(self.heartbeat_interval),
+                format_duration(self.expiry)
             ));
         }
         Ok(Settings {
             db_path: self.db.clone(),
-            expiry: Duration::from_millis(self.expiry_ms),
-            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            expiry: self.expiry,
+            heartbeat_interval: self.heartbeat_interval,
             token: self.token.clone().filter(|token| !token.is_empty()),
             history_limit: self.history_limit,
         })
@@ -105,12 +109,17 @@ mod tests {
 
     #[test]
     fn bad_values_and_inconsistent_timing_are_refused() {
-        assert!(Cli::try_parse_from(["registry", "--expiry-ms", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["registry", "--expiry", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["registry", "--expiry", "5000"]).is_err(), "a duration needs a unit");
+        assert!(Cli::try_parse_from(["registry", "--expiry", "10ms"]).is_err(), "below the range");
+        assert!(Cli::try_parse_from(["registry", "--heartbeat-interval", "2h"]).is_err(), "above the range");
         assert!(Cli::try_parse_from(["registry", "--listen", "nowhere"]).is_err());
         assert!(Cli::try_parse_from(["registry", "--bogus"]).is_err());
-        let cli = Cli::try_parse_from(["registry", "--expiry-ms", "500", "--heartbeat-interval-ms", "500"])
-            .unwrap();
-        assert!(cli.serve.settings().is_err());
+        let cli =
+            Cli::try_parse_from(["registry", "--expiry", "500ms", "--heartbeat-interval", "500ms"]).unwrap();
+        assert!(cli.serve.settings().unwrap_err().contains("--heartbeat-interval (500ms)"));
+        let cli = Cli::try_parse_from(["registry", "--expiry", "30s", "--heartbeat-interval", "2s"]).unwrap();
+        assert_eq!(cli.serve.settings().unwrap().expiry, Duration::from_secs(30));
         let cli = Cli::try_parse_from(["registry", "--token", ""]).unwrap();
         assert_eq!(cli.serve.settings().unwrap().token, None);
     }

@@ -1,14 +1,12 @@
-//! The registry's errors: `Error` for the database and startup, `ApiError` for what a client is told, and the
-//! one place (`impl IntoResponse for ApiError`) where errors become HTTP status codes and JSON bodies.
+//! The registry's errors: `Error` for the database and startup, `RequestError` for what the registry refuses
+//! in a request, and the status and code each becomes as an HTTP [`ApiError`] (whose JSON body `service`
+//! owns).
 //!
 //! This module does not decide when to fail; it only names the failures and how they are reported.
 
 use std::path::PathBuf;
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+pub use service::ApiError;
 
 /// A failure of the registry's own machinery: opening or using SQLite, or a worker that did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -68,39 +66,25 @@ pub enum Error {
     Poisoned,
 }
 
-/// What went wrong with a request, as the client will be told.
+/// What the registry refuses in a request, each with its own `error` code; `From<RequestError> for
+/// ApiError` is where each gets its status.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// The body is not JSON or not the expected shape.
-    #[error("bad JSON: {0}")]
-    BadJson(String),
-    /// A query string or path parameter could not be read.
-    #[error("bad request: {0}")]
-    BadRequest(String),
+pub enum RequestError {
     /// The level is not one of ROOT, L2, L3, POS, LOCAL.
     #[error("{0}")]
     UnknownLevel(String),
     /// An id, label or address is malformed.
     #[error("{0}")]
     BadField(String),
-    /// The body is larger than the limit.
-    #[error("the request body is larger than {limit} bytes")]
-    TooLarge {
-        /// The limit in bytes.
-        limit: usize,
-    },
+    /// A query parameter has a value the registry cannot take (too many ids in `exclude`).
+    #[error("{0}")]
+    BadQuery(String),
     /// The token is missing or wrong.
     #[error("a valid token is required")]
     Unauthorized,
     /// No node has this id.
     #[error("no node {0:?} is registered")]
     UnknownNode(String),
-    /// No route matches the path.
-    #[error("no such endpoint")]
-    NoRoute,
-    /// The route exists but not with this method.
-    #[error("method not allowed on this endpoint")]
-    MethodNotAllowed,
     /// A live node with this id is registered at another level.
     #[error("{0}")]
     LevelConflict(String),
@@ -121,70 +105,52 @@ pub enum ApiError {
     Internal(#[from] Error),
 }
 
-/// The JSON body of every error response.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody {
-    /// A stable, machine-readable name of the problem, such as `unknown_level`.
-    pub error: &'static str,
-    /// A human-readable explanation.
-    pub detail: String,
-}
-
-impl ApiError {
-    /// The status code and machine-readable name of this error.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::UnknownLevel(_) => (StatusCode::BAD_REQUEST, "unknown_level"),
-            ApiError::BadField(_) => (StatusCode::BAD_REQUEST, "bad_field"),
-            ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
-            ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::LevelConflict(_) => (StatusCode::CONFLICT, "level_conflict"),
-            ApiError::Cycle(_) => (StatusCode::CONFLICT, "cycle"),
-            ApiError::SkipsLevel(_) => (StatusCode::CONFLICT, "skips_level"),
-            ApiError::WrongLevel(_) => (StatusCode::CONFLICT, "wrong_level"),
-            ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+impl From<RequestError> for ApiError {
+    fn from(error: RequestError) -> ApiError {
+        let detail = error.to_string();
+        match error {
+            RequestError::UnknownLevel(_) => ApiError::bad_request("unknown_level", detail),
+            RequestError::BadField(_) => ApiError::bad_request("bad_field", detail),
+            RequestError::BadQuery(_) => ApiError::bad_query(detail),
+            RequestError::Unauthorized => ApiError::unauthorized("unauthorized", detail),
+            RequestError::UnknownNode(_) => ApiError::not_found("unknown_node", detail),
+            RequestError::LevelConflict(_) => ApiError::conflict("level_conflict", detail),
+            RequestError::Cycle(_) => ApiError::conflict("cycle", detail),
+            RequestError::SkipsLevel(_) => ApiError::conflict("skips_level", detail),
+            RequestError::WrongLevel(_) => ApiError::conflict("wrong_level", detail),
+            RequestError::NotReady => ApiError::unavailable("not_ready", detail),
+            RequestError::Internal(source) => ApiError::from(source),
         }
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let detail = match &self {
-            ApiError::Internal(source) => {
-                tracing::error!(error = %source, cause = ?std::error::Error::source(source), "request failed");
-                "the registry failed to handle the request; see its log".to_owned()
-            }
-            other => other.to_string(),
-        };
-        (status, Json(ErrorBody { error: code, detail })).into_response()
+impl From<Error> for ApiError {
+    fn from(error: Error) -> ApiError {
+        ApiError::internal_with_sources(&error)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+
     use super::*;
 
     #[test]
-    fn internal_errors_hide_their_cause_from_clients() {
-        let error = ApiError::Internal(Error::Poisoned);
-        let (status, code) = error.status_and_code();
-        assert_eq!((status, code), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
-        let response = error.into_response();
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    fn internal_errors_are_500s_that_keep_their_cause_for_the_log() {
+        let error = ApiError::from(RequestError::Internal(Error::Poisoned));
+        assert_eq!((error.status, error.error), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
+        assert!(error.detail.contains("unusable"), "{}", error.detail);
     }
 
     #[test]
     fn refusals_are_conflicts_and_bad_input_is_a_bad_request() {
-        assert_eq!(ApiError::Cycle("x".into()).status_and_code().0, StatusCode::CONFLICT);
-        assert_eq!(ApiError::SkipsLevel("x".into()).status_and_code().0, StatusCode::CONFLICT);
-        assert_eq!(ApiError::UnknownLevel("x".into()).status_and_code().0, StatusCode::BAD_REQUEST);
-        assert_eq!(ApiError::UnknownNode("x".into()).status_and_code().0, StatusCode::NOT_FOUND);
+        let status = |error: RequestError| ApiError::from(error).status;
+        assert_eq!(status(RequestError::Cycle("x".into())), StatusCode::CONFLICT);
+        assert_eq!(status(RequestError::SkipsLevel("x".into())), StatusCode::CONFLICT);
+        assert_eq!(status(RequestError::UnknownLevel("x".into())), StatusCode::BAD_REQUEST);
+        assert_eq!(status(RequestError::BadQuery("x".into())), StatusCode::BAD_REQUEST);
+        assert_eq!(status(RequestError::UnknownNode("x".into())), StatusCode::NOT_FOUND);
+        assert_eq!(status(RequestError::Unauthorized), StatusCode::UNAUTHORIZED);
     }
 }

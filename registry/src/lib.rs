@@ -10,10 +10,10 @@
 
 pub mod api;
 pub mod assign;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
-pub mod extract;
 pub mod metrics;
 pub mod model;
 pub mod page;
@@ -33,8 +33,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower_http::trace::TraceLayer;
 
-pub use error::{ApiError, Error};
+pub use error::{ApiError, Error, RequestError};
 pub use state::{AppState, Settings};
+
+/// The largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The registry's HTTP routes, with JSON errors for unknown paths and methods, the body limit, request
 /// metrics and request tracing.
@@ -51,8 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/topology", get(api::topology))
         .route("/api/v1/topology/history", get(api::history))
         .method_not_allowed_fallback(api::method_not_allowed)
-        .fallback(api::no_route)
-        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .fallback(api::no_such_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.metrics().clone(), metrics::count_requests))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

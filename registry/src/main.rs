@@ -4,39 +4,21 @@
 //! Only wiring lives here; everything it calls is in the library.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
-use clap::error::ErrorKind;
 use registry::AppState;
 use registry::config::{Cli, Command, ServeArgs};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            let _ = error.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            // clap's full message spans several lines; the first one names the problem.
-            let rendered = error.render().to_string();
-            let first_line = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("registry: {} (see --help)", first_line.trim_start_matches("error: "));
-            return ExitCode::from(2);
-        }
-    };
+    let cli: Cli = service::cli::parse_or_exit();
     match cli.command {
-        Some(Command::Healthcheck { url, timeout_ms }) => {
-            match service::healthcheck::probe(&url, Duration::from_millis(timeout_ms)) {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(message) => {
-                    eprintln!("registry healthcheck: {message}");
-                    ExitCode::FAILURE
-                }
+        Some(Command::Healthcheck { url, timeout }) => match service::healthcheck::probe(&url, timeout) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("registry healthcheck: {message}");
+                ExitCode::FAILURE
             }
-        }
+        },
         None => serve(cli.serve),
     }
 }
@@ -44,10 +26,7 @@ fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> ExitCode {
     let settings = match args.settings() {
         Ok(settings) => settings,
-        Err(message) => {
-            eprintln!("registry: {message}");
-            return ExitCode::from(2);
-        }
+        Err(message) => service::cli::exit_invalid::<Cli>(message),
     };
     service::init_logging(args.log_json);
     let runtime = match tokio::runtime::Runtime::new() {

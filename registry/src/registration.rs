@@ -3,7 +3,7 @@
 //!
 //! This module owns input rules only. It keeps no state and decides no parents.
 
-use crate::error::ApiError;
+use crate::error::RequestError;
 use crate::model::{Labels, Level, RegisterRequest};
 
 /// The longest node id accepted.
@@ -34,19 +34,21 @@ pub struct Registration {
 
 impl Registration {
     /// Checks every field of `request`, answering the first problem found.
-    pub fn parse(request: RegisterRequest) -> Result<Registration, ApiError> {
-        validate_id(&request.id).map_err(|bad| ApiError::BadField(bad.0))?;
-        let level =
-            request.level.parse::<Level>().map_err(|unknown| ApiError::UnknownLevel(unknown.to_string()))?;
-        validate_labels(&request.labels).map_err(|bad| ApiError::BadField(bad.0))?;
-        validate_addr("http_addr", &request.http_addr).map_err(|bad| ApiError::BadField(bad.0))?;
+    pub fn parse(request: RegisterRequest) -> Result<Registration, RequestError> {
+        validate_id(&request.id).map_err(|bad| RequestError::BadField(bad.0))?;
+        let level = request
+            .level
+            .parse::<Level>()
+            .map_err(|unknown| RequestError::UnknownLevel(unknown.to_string()))?;
+        validate_labels(&request.labels).map_err(|bad| RequestError::BadField(bad.0))?;
+        validate_addr("http_addr", &request.http_addr).map_err(|bad| RequestError::BadField(bad.0))?;
         if let Some(tcp_addr) = &request.tcp_addr {
-            validate_addr("tcp_addr", tcp_addr).map_err(|bad| ApiError::BadField(bad.0))?;
+            validate_addr("tcp_addr", tcp_addr).map_err(|bad| RequestError::BadField(bad.0))?;
         }
         let preferred_parent = request.preferred_parent.filter(|preferred| !preferred.is_empty());
         if let Some(preferred) = &preferred_parent {
             validate_id(preferred)
-                .map_err(|bad| ApiError::BadField(format!("preferred_parent: {}", bad.0)))?;
+                .map_err(|bad| RequestError::BadField(format!("preferred_parent: {}", bad.0)))?;
         }
         Ok(Registration {
             id: request.id,
@@ -142,14 +144,14 @@ mod tests {
     fn registrations_are_parsed_and_checked_field_by_field() {
         let parsed = Registration::parse(request("l3-a", "l3")).unwrap();
         assert_eq!(parsed.level, Level::L3);
-        assert!(matches!(Registration::parse(request("l3-a", "L7")), Err(ApiError::UnknownLevel(_))));
-        assert!(matches!(Registration::parse(request("", "L3")), Err(ApiError::BadField(_))));
+        assert!(matches!(Registration::parse(request("l3-a", "L7")), Err(RequestError::UnknownLevel(_))));
+        assert!(matches!(Registration::parse(request("", "L3")), Err(RequestError::BadField(_))));
         let mut no_addr = request("l3-a", "L3");
         no_addr.http_addr = String::new();
-        assert!(matches!(Registration::parse(no_addr), Err(ApiError::BadField(_))));
+        assert!(matches!(Registration::parse(no_addr), Err(RequestError::BadField(_))));
         let mut many_labels = request("l3-a", "L3");
         many_labels.labels = (0..=MAX_LABELS).map(|index| (format!("k{index}"), "v".to_owned())).collect();
-        assert!(matches!(Registration::parse(many_labels), Err(ApiError::BadField(_))));
+        assert!(matches!(Registration::parse(many_labels), Err(RequestError::BadField(_))));
         let mut empty_preference = request("l3-a", "L3");
         empty_preference.preferred_parent = Some(String::new());
         assert_eq!(Registration::parse(empty_preference).unwrap().preferred_parent, None);

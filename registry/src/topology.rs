@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::assign::{self, Candidate, Child, Priority, Reason, Refusal, Request};
 use crate::db::{ChangeSet, Db, NewEvent};
-use crate::error::{ApiError, Error};
+use crate::error::{Error, RequestError};
 use crate::metrics::Metrics;
 use crate::model::{
     Assignment, Event, EventKind, HeartbeatStats, Labels, Level, Node, NodeState, TopologyView,
@@ -83,13 +83,13 @@ impl Topology {
     }
 
     /// Registers or re-registers a node and assigns its parent, a usable preferred parent first.
-    pub fn register(&mut self, registration: Registration, now: Instant) -> Result<Assignment, ApiError> {
+    pub fn register(&mut self, registration: Registration, now: Instant) -> Result<Assignment, RequestError> {
         let id = registration.id.clone();
         let existing = self.nodes.get(&id).map(|entry| (entry.node.level, entry.node.state));
         if let Some((level, NodeState::Alive)) = existing
             && level != registration.level
         {
-            return Err(ApiError::LevelConflict(format!(
+            return Err(RequestError::LevelConflict(format!(
                 "node {id:?} is registered as {level} and is alive; it cannot re-register as {}",
                 registration.level
             )));
@@ -154,10 +154,10 @@ impl Topology {
         id: &str,
         stats: HeartbeatStats,
         now: Instant,
-    ) -> Result<Assignment, ApiError> {
+    ) -> Result<Assignment, RequestError> {
         let time_ms = now_ms();
         let mut changes = ChangeSet::default();
-        let entry = self.nodes.get_mut(id).ok_or_else(|| ApiError::UnknownNode(id.to_owned()))?;
+        let entry = self.nodes.get_mut(id).ok_or_else(|| RequestError::UnknownNode(id.to_owned()))?;
         entry.last_seen = now;
         entry.node.last_heartbeat_ms = time_ms;
         entry.node.stats = stats;
@@ -186,9 +186,9 @@ impl Topology {
 
     /// Answers a node's "who is my parent?", skipping the parents in `exclude` this time. If the current parent
     /// is excluded, another is assigned.
-    pub fn parent_for(&mut self, id: &str, exclude: &[String]) -> Result<Assignment, ApiError> {
+    pub fn parent_for(&mut self, id: &str, exclude: &[String]) -> Result<Assignment, RequestError> {
         if !self.nodes.contains_key(id) {
-            return Err(ApiError::UnknownNode(id.to_owned()));
+            return Err(RequestError::UnknownNode(id.to_owned()));
         }
         let mut changes = ChangeSet::default();
         let assignment = self.assign(id, None, exclude, Priority::CurrentFirst, now_ms(), &mut changes)?;
@@ -200,9 +200,9 @@ impl Topology {
 
     /// Removes a node. Its children keep pointing at it until they next heartbeat or ask, when they are
     /// reassigned, exactly as if it had expired.
-    pub fn deregister(&mut self, id: &str) -> Result<(), ApiError> {
+    pub fn deregister(&mut self, id: &str) -> Result<(), RequestError> {
         if self.remove(id).is_none() {
-            return Err(ApiError::UnknownNode(id.to_owned()));
+            return Err(RequestError::UnknownNode(id.to_owned()));
         }
         self.dirty.remove(id);
         let changes = ChangeSet {
@@ -308,8 +308,8 @@ impl Topology {
         priority: Priority,
         time_ms: u64,
         changes: &mut ChangeSet,
-    ) -> Result<Assignment, ApiError> {
-        let entry = self.nodes.get(id).ok_or_else(|| ApiError::UnknownNode(id.to_owned()))?;
+    ) -> Result<Assignment, RequestError> {
+        let entry = self.nodes.get(id).ok_or_else(|| RequestError::UnknownNode(id.to_owned()))?;
         let node = &entry.node;
         let child = Child { id, level: node.level, labels: &node.labels };
         let candidates = self.candidates(node.level);
@@ -326,7 +326,7 @@ impl Topology {
         }
         let lookup = |candidate: &String| self.nodes.get(candidate).map(|entry| entry.node.clone());
         Ok(Assignment {
-            node: self.node(id).ok_or_else(|| ApiError::UnknownNode(id.to_owned()))?,
+            node: self.node(id).ok_or_else(|| RequestError::UnknownNode(id.to_owned()))?,
             parent: choice.parent.as_ref().and_then(lookup),
             alternates: choice.alternates.iter().filter_map(lookup).collect(),
             heartbeat_interval_ms: duration_ms(self.timing.heartbeat_interval),
@@ -405,7 +405,7 @@ impl Topology {
     }
 
     /// Writes `changes` plus the current state of `id`.
-    fn commit(&mut self, id: &str, mut changes: ChangeSet) -> Result<(), ApiError> {
+    fn commit(&mut self, id: &str, mut changes: ChangeSet) -> Result<(), RequestError> {
         if let Some(entry) = self.nodes.get(id) {
             changes.upserts.push(entry.node.clone());
         }
@@ -447,11 +447,11 @@ impl Topology {
 }
 
 /// Maps a refused preferred parent to its HTTP error.
-fn refusal(refusal: Refusal) -> ApiError {
+fn refusal(refusal: Refusal) -> RequestError {
     match refusal {
-        Refusal::Cycle(message) => ApiError::Cycle(message),
-        Refusal::SkipsLevel(message) => ApiError::SkipsLevel(message),
-        Refusal::SameLevel(message) | Refusal::RootHasNoParent(message) => ApiError::WrongLevel(message),
+        Refusal::Cycle(message) => RequestError::Cycle(message),
+        Refusal::SkipsLevel(message) => RequestError::SkipsLevel(message),
+        Refusal::SameLevel(message) | Refusal::RootHasNoParent(message) => RequestError::WrongLevel(message),
     }
 }
 
@@ -519,7 +519,7 @@ mod tests {
         let mut topology = open(&dir, start);
         topology.register(registration("x", Level::L2, None), start).unwrap();
         let refused = topology.register(registration("x", Level::L3, None), start);
-        assert!(matches!(refused, Err(ApiError::LevelConflict(_))));
+        assert!(matches!(refused, Err(RequestError::LevelConflict(_))));
         topology.sweep(start + EXPIRY * 2).unwrap();
         let moved = topology.register(registration("x", Level::L3, None), start + EXPIRY * 2).unwrap();
         assert_eq!(moved.node.level, Level::L3);
@@ -535,14 +535,14 @@ mod tests {
         topology.register(registration("l2-a", Level::L2, None), now).unwrap();
         topology.register(registration("l2-b", Level::L2, None), now).unwrap();
         let skip = topology.register(registration("l3", Level::L3, Some("root")), now);
-        assert!(matches!(skip, Err(ApiError::SkipsLevel(_))));
+        assert!(matches!(skip, Err(RequestError::SkipsLevel(_))));
         let same = topology.register(registration("l3", Level::L3, Some("l3")), now);
-        assert!(matches!(same, Err(ApiError::Cycle(_))));
+        assert!(matches!(same, Err(RequestError::Cycle(_))));
         let preferred = topology.register(registration("l3", Level::L3, Some("l2-b")), now).unwrap();
         assert_eq!(parent_of(&preferred), Some("l2-b"));
         assert_eq!(preferred.alternates.iter().map(|node| node.id.as_str()).collect::<Vec<_>>(), ["l2-a"]);
         let below = topology.register(registration("l2-c", Level::L2, Some("l3")), now);
-        assert!(matches!(below, Err(ApiError::Cycle(_))));
+        assert!(matches!(below, Err(RequestError::Cycle(_))));
     }
 
     #[test]
@@ -575,9 +575,9 @@ mod tests {
         topology.deregister("root-b").unwrap();
         assert!(matches!(
             topology.heartbeat("root-b", HeartbeatStats::default(), now),
-            Err(ApiError::UnknownNode(_))
+            Err(RequestError::UnknownNode(_))
         ));
-        assert!(matches!(topology.deregister("root-b"), Err(ApiError::UnknownNode(_))));
+        assert!(matches!(topology.deregister("root-b"), Err(RequestError::UnknownNode(_))));
         assert_eq!(parent_of(&topology.parent_for("l2", &[]).unwrap()), Some("root-a"));
     }
 

@@ -34,7 +34,7 @@ async fn malformed_bodies_are_refused_with_json() {
     assert_error(&wrong_type, StatusCode::BAD_REQUEST, "bad_json");
 
     let big = json!({"id": "a", "level": "L2", "http_addr": "h:1", "labels": {"k": "v".repeat(70 * 1024)}});
-    assert_error(&server.post("/api/v1/nodes", &big).await, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    assert_error(&server.post("/api/v1/nodes", &big).await, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
 
     server.register("root", "ROOT", json!({})).await;
     let bad_heartbeat = server.post("/api/v1/nodes/root/heartbeat", &json!({"consumers": "many"})).await;
@@ -117,13 +117,19 @@ async fn unknown_nodes_paths_methods_and_queries_answer_json() {
     assert_error(&server.get("/api/v1/nodes/ghost").await, StatusCode::NOT_FOUND, "unknown_node");
     let delete = server.send(server.client.delete(server.url("/api/v1/nodes/ghost"))).await;
     assert_error(&delete, StatusCode::NOT_FOUND, "unknown_node");
-    assert_error(&server.get("/api/v2/nothing").await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(&server.get("/api/v2/nothing").await, StatusCode::NOT_FOUND, "no_such_route");
     let put = server.send(server.client.put(server.url("/api/v1/nodes"))).await;
     assert_error(&put, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     assert_error(
         &server.get("/api/v1/topology/history?limit=lots").await,
         StatusCode::BAD_REQUEST,
-        "bad_request",
+        "bad_query",
+    );
+    let many = vec!["x"; 65].join(",");
+    assert_error(
+        &server.get(&format!("/api/v1/nodes/ghost/parent?exclude={many}")).await,
+        StatusCode::BAD_REQUEST,
+        "bad_query",
     );
     server.stop().await;
 }

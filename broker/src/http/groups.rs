@@ -5,10 +5,10 @@
 
 use std::collections::BTreeSet;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use service::{ApiJson, ApiPath};
 
 use super::{AppState, checked_topic};
 use crate::error::ApiError;
@@ -78,18 +78,13 @@ pub struct RefreshAnswer {
     pub live: Vec<String>,
 }
 
-/// `POST /api/v1/groups/{group}/refresh`. The body is optional, so it is parsed here rather than by the
-/// JSON extractor (which would insist on a content type).
+/// `POST /api/v1/groups/{group}/refresh`, with an optional body naming one topic.
 pub async fn refresh(
     State(node): State<AppState>,
-    Path(group): Path<String>,
-    body: Bytes,
+    ApiPath(group): ApiPath<String>,
+    ApiJson(request): ApiJson<Option<RefreshRequest>>,
 ) -> Result<Response, ApiError> {
-    let request: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RefreshRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|error| ApiError::bad_request("bad_json", error.to_string()))?
-    };
+    let request = request.unwrap_or_default();
     let topics: Vec<String> = match &request.topic {
         Some(topic) => {
             checked_topic(topic)?;

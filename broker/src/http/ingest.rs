@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use protocol::{IngestBody, NewRecord, OwnedRecord, TopicUid};
 use serde::Serialize;
+use service::{ApiJson, ApiPath};
 use storage::Log;
 
-use super::{ApiJson, AppState, checked_topic};
-use crate::error::ApiError;
+use super::{AppState, checked_topic};
+use crate::error::{ApiError, storage_api_error};
 use crate::node::Node;
 
 /// The answer to a publish.
@@ -34,7 +35,7 @@ pub struct Appended {
 /// `POST /api/v1/topics/{topic}/messages`.
 pub async fn publish(
     State(node): State<AppState>,
-    Path(topic): Path<String>,
+    ApiPath(topic): ApiPath<String>,
     ApiJson(body): ApiJson<IngestBody>,
 ) -> Result<Response, ApiError> {
     refuse_unless_root(&node)?;
@@ -77,7 +78,7 @@ pub fn topic_for_publish(node: &Node, topic: &str) -> Result<Arc<Log>, ApiError>
         return Ok(log);
     }
     let uid = TopicUid(uuid::Uuid::new_v4().as_u128());
-    let log = node.store.get_or_create_topic(topic, uid)?;
+    let log = node.store.get_or_create_topic(topic, uid).map_err(storage_api_error)?;
     if log.uid() == uid {
         tracing::info!(%topic, %uid, "created topic");
     }
@@ -98,7 +99,7 @@ pub async fn append_durably(
         Ok::<_, storage::Error>((outcome, log))
     })
     .await?;
-    let (outcome, log) = outcome?;
+    let (outcome, log) = outcome.map_err(storage_api_error)?;
     node.metrics.stored(log.name(), outcome.n_appended, n_bytes);
     Ok(Appended {
         topic: log.name().to_string(),

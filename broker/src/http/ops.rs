@@ -3,11 +3,12 @@
 //! here, at scrape time, so the data paths never pay for them.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
+use crate::error::ApiError;
 use crate::metrics::{ChildLabels, GroupLabels, Metrics, gauge_value};
 use crate::node::Node;
 
@@ -26,13 +27,11 @@ pub async fn health(State(node): State<AppState>) -> Response {
 /// while it holds topics from before to serve), 503 before that and once it is shutting down.
 pub async fn ready(State(node): State<AppState>) -> Response {
     if node.shutdown.is_triggered() {
-        let body = json!({"error": "shutting_down", "detail": "the broker is shutting down"});
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+        return ApiError::unavailable("shutting_down", "the broker is shutting down").into_response();
     }
     if !node.is_serving() {
-        let body = json!({"error": "not_connected",
-            "detail": "no pipe to a parent yet and no copy of any topic to serve"});
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+        let detail = "no pipe to a parent yet and no copy of any topic to serve";
+        return ApiError::unavailable("not_connected", detail).into_response();
     }
     axum::Json(json!({"status": "ready", "pipe": node.pipe.snapshot().state})).into_response()
 }

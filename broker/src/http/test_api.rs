@@ -10,13 +10,14 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use protocol::{IngestRecord, NewRecord, OwnedRecord};
 use serde::{Deserialize, Serialize};
+use service::ApiJson;
 use storage::Log;
 
 use super::groups::positions;
 use super::ingest::{refuse_unless_root, topic_for_publish};
 use super::topics::TopicInfo;
-use super::{ApiJson, AppState, checked_topic};
-use crate::error::ApiError;
+use super::{AppState, checked_topic};
+use crate::error::{ApiError, storage_api_error};
 use crate::node::Node;
 
 /// Most records appended in one call to the store.
@@ -184,7 +185,7 @@ impl BatchAppender {
                 log
             }
         };
-        let outcome = log.append(batch)?;
+        let outcome = log.append(batch).map_err(storage_api_error)?;
         let n_bytes: u64 = batch.iter().map(|record| record.encoded_len() as u64).sum();
         self.node.metrics.stored(&self.topic, outcome.n_appended, n_bytes);
         self.injected.first_offset.get_or_insert(outcome.first_offset);

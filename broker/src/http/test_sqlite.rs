@@ -16,10 +16,11 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use service::ApiJson;
 
 use super::ingest::refuse_unless_root;
 use super::test_api::{BatchAppender, RECORDS_PER_APPEND};
-use super::{ApiJson, AppState, checked_topic};
+use super::{AppState, checked_topic};
 use crate::error::ApiError;
 
 /// The longest table or column name accepted.

@@ -3,15 +3,16 @@
 //! (`Accept: application/octet-stream`, with `X-First-Offset` and `X-Next-Offset` headers). The raw form is
 //! the design's HTTP fetch endpoint: the same bytes as a BATCH, straight from the segment.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use protocol::{RecordIter, RecordJson};
 use serde::{Deserialize, Serialize};
+use service::{ApiPath, ApiQuery};
 use storage::Log;
 
-use super::{ApiQuery, AppState, checked_topic};
-use crate::error::ApiError;
+use super::{AppState, checked_topic};
+use crate::error::{ApiError, storage_api_error};
 
 /// Records per JSON page unless `limit` says otherwise.
 const DEFAULT_LIMIT: usize = 100;
@@ -68,7 +69,10 @@ pub async fn list(State(node): State<AppState>) -> Response {
 }
 
 /// `GET /api/v1/topics/{topic}`.
-pub async fn describe(State(node): State<AppState>, Path(topic): Path<String>) -> Result<Response, ApiError> {
+pub async fn describe(
+    State(node): State<AppState>,
+    ApiPath(topic): ApiPath<String>,
+) -> Result<Response, ApiError> {
     let log = existing_topic(&node, &topic)?;
     Ok(axum::Json(TopicInfo::of(&log)).into_response())
 }
@@ -103,7 +107,7 @@ pub struct RecordsPage {
 /// `GET /api/v1/topics/{topic}/records?from=&limit=&max_bytes=`.
 pub async fn records(
     State(node): State<AppState>,
-    Path(topic): Path<String>,
+    ApiPath(topic): ApiPath<String>,
     ApiQuery(query): ApiQuery<RecordsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -120,7 +124,7 @@ pub async fn records(
         let (records, next) = if from == end_offset {
             (bytes::Bytes::new(), from)
         } else {
-            let chunk = log.read(from, limit, max_bytes)?;
+            let chunk = log.read(from, limit, max_bytes).map_err(storage_api_error)?;
             (chunk.records, chunk.next_offset)
         };
         let mut response = records.into_response();
@@ -142,7 +146,7 @@ pub async fn records(
         end_offset,
     };
     if from < end_offset {
-        let chunk = log.read(from, limit, max_bytes)?;
+        let chunk = log.read(from, limit, max_bytes).map_err(storage_api_error)?;
         for record in RecordIter::new(&chunk.records) {
             let record = record.map_err(ApiError::internal)?;
             page.records.push(RecordJson::from_view(&record).map_err(ApiError::internal)?);

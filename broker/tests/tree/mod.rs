@@ -222,7 +222,7 @@ impl Tree {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--db")
             .arg(self.dir.path().join(db))
-            .args(["--expiry-ms", "3000", "--heartbeat-interval-ms", "300", "--token", REGISTRY_TOKEN])
+            .args(["--expiry", "3s", "--heartbeat-interval", "300ms", "--token", REGISTRY_TOKEN])
             .env("RUST_LOG", "info");
         let process = Process::spawn("registry", command, &self.dir.path().join("registry.log"));
         self.registry = Some(process);

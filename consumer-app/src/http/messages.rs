@@ -5,14 +5,14 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use bytes::Bytes;
 use protocol::json::RecordJson;
 use protocol::{RecordIter, RecordView};
 use serde::Serialize;
+use service::{ApiPath, ApiQuery};
 
-use super::{ApiError, parse_limit, parse_u64, query_map};
+use super::{ApiError, parse_limit, parse_u64, unknown_topic};
 use crate::app::AppState;
 use crate::error::Error;
 
@@ -70,18 +70,16 @@ pub async fn list_topics(State(state): State<AppState>) -> Json<Vec<TopicSummary
 /// `GET /api/v1/topics/{topic}/messages?from=&limit=`.
 pub async fn list_messages(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    ApiPath(topic): ApiPath<String>,
+    ApiQuery(params): ApiQuery<HashMap<String, String>>,
 ) -> Result<Json<MessagePage>, ApiError> {
-    let Path(topic) = path.map_err(|rejection| ApiError::bad_request("bad_path", rejection.body_text()))?;
-    let params = query_map(query)?;
     let from = parse_u64(&params, "from")?;
     let limit = parse_limit(&params)?;
     let copy = state.copy.clone();
     let name = topic.clone();
     let page = tokio::task::spawn_blocking(move || copy.read_page(&name, from, limit))
         .await??
-        .ok_or_else(|| ApiError::unknown_topic(&topic))?;
+        .ok_or_else(|| unknown_topic(&topic))?;
     let end = page.view.log.readable_offset();
     if let Some(from) = from
         && from > end
@@ -99,10 +97,8 @@ pub async fn list_messages(
 /// `GET /api/v1/topics/{topic}/messages/{offset}`.
 pub async fn get_message(
     State(state): State<AppState>,
-    path: Result<Path<(String, String)>, PathRejection>,
+    ApiPath((topic, offset_text)): ApiPath<(String, String)>,
 ) -> Result<Json<RecordJson>, ApiError> {
-    let Path((topic, offset_text)) =
-        path.map_err(|rejection| ApiError::bad_request("bad_path", rejection.body_text()))?;
     let offset = offset_text.parse::<u64>().map_err(|_| {
         ApiError::bad_request("bad_offset", format!("offset {offset_text:?} is not an unsigned integer"))
     })?;
@@ -110,7 +106,7 @@ pub async fn get_message(
     let name = topic.clone();
     let record = tokio::task::spawn_blocking(move || copy.record_at(&name, offset))
         .await??
-        .ok_or_else(|| ApiError::unknown_topic(&topic))?
+        .ok_or_else(|| unknown_topic(&topic))?
         .ok_or_else(|| {
             ApiError::not_found(
                 "no_such_offset",
@@ -124,15 +120,13 @@ pub async fn get_message(
 /// latest is a tombstone.
 pub async fn get_by_key(
     State(state): State<AppState>,
-    path: Result<Path<(String, String)>, PathRejection>,
+    ApiPath((topic, key)): ApiPath<(String, String)>,
 ) -> Result<Json<RecordJson>, ApiError> {
-    let Path((topic, key)) =
-        path.map_err(|rejection| ApiError::bad_request("bad_path", rejection.body_text()))?;
     let copy = state.copy.clone();
     let (name, key_bytes) = (topic.clone(), key.clone().into_bytes());
     let record = tokio::task::spawn_blocking(move || copy.latest_by_key(&name, &key_bytes))
         .await??
-        .ok_or_else(|| ApiError::unknown_topic(&topic))?
+        .ok_or_else(|| unknown_topic(&topic))?
         .ok_or_else(|| {
             ApiError::not_found("unknown_key", format!("topic {topic:?} has no live record with key {key:?}"))
         })?;
@@ -144,7 +138,7 @@ fn to_json(topic: &str, records: &Bytes) -> Result<Vec<RecordJson>, ApiError> {
     RecordIter::new(records)
         .map(|view| view.and_then(|view| RecordJson::from_view(&view)))
         .collect::<Result<_, _>>()
-        .map_err(|source| ApiError::Internal(Error::Records { topic: topic.to_string(), source }))
+        .map_err(|source| ApiError::from(Error::Records { topic: topic.to_string(), source }))
 }
 
 /// The JSON form of the single record in `record`.
@@ -153,5 +147,5 @@ fn one_json(topic: &str, record: &Bytes) -> Result<RecordJson, ApiError> {
         Some((view, _)) => RecordJson::from_view(&view),
         None => Err(protocol::WireError::TruncatedBatch { remaining: record.len() }),
     });
-    decoded.map_err(|source| ApiError::Internal(Error::Records { topic: topic.to_string(), source }))
+    decoded.map_err(|source| ApiError::from(Error::Records { topic: topic.to_string(), source }))
 }

@@ -1,11 +1,11 @@
 //! The REST API: [`router`] over the shared [`AppState`]. Queries read the local copy only, through one
 //! topic view at a time, so an answer always comes from one complete copy.
 //!
-//! This module wires the routes and serves liveness, readiness, metrics and the OpenAPI document; the
-//! query endpoints are in `messages.rs`, the operational ones in `stats.rs`, the status codes in
-//! `error.rs`. It never writes to the copy.
+//! This module wires the routes, serves liveness, readiness, metrics and the OpenAPI document, and says
+//! how the app's own errors and query parameters become an [`ApiError`] (whose JSON body and status
+//! mapping `service` owns); the query endpoints are in `messages.rs`, the operational ones in `stats.rs`.
+//! It never writes to the copy.
 
-pub mod error;
 pub mod messages;
 pub mod openapi;
 pub mod stats;
@@ -13,19 +13,18 @@ pub mod stats;
 use std::collections::HashMap;
 use std::future::Future;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+pub use service::ApiError;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-pub use error::ApiError;
-
 use crate::app::AppState;
+use crate::error::Error;
 
 /// The largest request body accepted (only `POST /api/v1/refresh` has one).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -51,7 +50,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/segments", get(stats::segments))
         .route("/api/v1/refresh", post(stats::refresh))
         .route("/api/v1/dead-letters", get(stats::dead_letters))
-        .fallback(unknown_route)
+        .fallback(no_such_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -70,15 +70,14 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
+async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     if state.status.is_ready() {
-        Json(json!({ "ready": true })).into_response()
+        Ok(Json(json!({ "ready": true })))
     } else {
-        let body = json!({
-            "error": "not_ready",
-            "detail": "no complete copy yet: waiting for the first READY or to catch up with the broker"
-        });
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        Err(ApiError::unavailable(
+            "not_ready",
+            "no complete copy yet: waiting for the first READY or to catch up with the broker",
+        ))
     }
 }
 
@@ -91,15 +90,24 @@ async fn openapi_document() -> Json<serde_json::Value> {
     Json(openapi::document())
 }
 
-async fn unknown_route() -> ApiError {
-    ApiError::not_found("unknown_route", "no such endpoint; see /openapi.json")
+async fn no_such_route() -> ApiError {
+    ApiError::no_such_route("no such endpoint; see /openapi.json")
 }
 
-/// The query string as a map, with a malformed one answered by a JSON 400.
-pub(crate) fn query_map(
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<HashMap<String, String>, ApiError> {
-    query.map(|Query(map)| map).map_err(|rejection| ApiError::bad_request("bad_query", rejection.body_text()))
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// The 404 for a topic this copy does not hold.
+pub(crate) fn unknown_topic(topic: &str) -> ApiError {
+    ApiError::not_found("unknown_topic", format!("no local copy of topic {topic:?}"))
+}
+
+impl From<Error> for ApiError {
+    /// Every error of the app's own machinery is a fault of the app: a 500 whose causes go to the log.
+    fn from(error: Error) -> ApiError {
+        ApiError::internal_with_sources(&error)
+    }
 }
 
 /// Parses an optional unsigned integer query parameter.

@@ -4,14 +4,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use service::{ApiJson, ApiQuery};
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::{ApiError, parse_limit, parse_u64, query_map};
+use super::{ApiError, parse_limit, parse_u64, unknown_topic};
 use crate::app::{AppState, StatusSnapshot};
 use crate::db::{DeadLetter, RefreshRow};
 use crate::now_ms;
@@ -184,9 +183,8 @@ pub async fn segments(State(state): State<AppState>) -> Json<Vec<TopicSegments>>
 /// `GET /api/v1/dead-letters?after=&limit=`.
 pub async fn dead_letters(
     State(state): State<AppState>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    ApiQuery(params): ApiQuery<HashMap<String, String>>,
 ) -> Result<Json<Vec<DeadLetter>>, ApiError> {
-    let params = query_map(query)?;
     let after = parse_u64(&params, "after")?.unwrap_or(0).min(i64::MAX as u64) as i64;
     let limit = parse_limit(&params)? as u32;
     let db = state.copy.db().clone();
@@ -198,23 +196,13 @@ pub async fn dead_letters(
 /// reconnect or a restart) and asks the sync loop to send SEEK FULL_REFRESH now.
 pub async fn refresh(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(request): ApiJson<Option<RefreshRequest>>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::TooLarge { detail: format!("the body is over {} bytes", super::MAX_BODY_BYTES) }
-        }
-        _ => ApiError::bad_request("bad_body", rejection.body_text()),
-    })?;
-    let request: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RefreshRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|error| ApiError::bad_request("bad_body", error.to_string()))?
-    };
+    let request = request.unwrap_or_default();
     let topics = match request.topic {
         Some(topic) => {
             if state.copy.view(&topic).is_none() {
-                return Err(ApiError::unknown_topic(&topic));
+                return Err(unknown_topic(&topic));
             }
             vec![topic]
         }

@@ -214,10 +214,10 @@ impl AppProcess {
             .env("CONSUMER_DATA_DIR", data_dir)
             .env("CONSUMER_HTTP_LISTEN", "127.0.0.1:0")
             .env("CONSUMER_LOG_JSON", "true")
-            .env("CONSUMER_HEARTBEAT_MS", "500")
-            .env("CONSUMER_RECONNECT_BACKOFF_MS", "50")
-            .env("CONSUMER_RECONNECT_MAX_BACKOFF_MS", "500")
-            .env("CONSUMER_SEGMENT_BYTES", "8388608")
+            .env("CONSUMER_HEARTBEAT", "500ms")
+            .env("CONSUMER_RECONNECT_BACKOFF", "50ms")
+            .env("CONSUMER_RECONNECT_MAX_BACKOFF", "500ms")
+            .env("CONSUMER_SEGMENT_BYTES", "8M")
             .env("CONSUMER_MAX_IN_FLIGHT", "16")
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
@@ -355,7 +355,7 @@ impl Drop for AppProcess {
 /// Checks a copy's records: offsets exactly `0..n`, once each, in order, with valid CRCs. Reads the
 /// segment log directly with the storage engine (the app must be stopped).
 pub fn check_copy(data_dir: &std::path::Path, topic: &str, n: u64) {
-    // The same settings the binary uses with CONSUMER_SEGMENT_BYTES=8388608.
+    // The same settings the binary uses with CONSUMER_SEGMENT_BYTES=8M.
     let config = storage::LogConfig {
         segment_bytes: 8 * 1024 * 1024,
         preallocate_chunk_bytes: 1024 * 1024,
