@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use client::Event;
-use common::{TestBroker, WAIT, next_event, records_of, start};
+use common::{Groups, TestBroker, WAIT, next_event, records_of, start};
 use protocol::frame::{
     Ack, ErrorCode, Frame, Hello, LEVEL_CONSUMER, PROTOCOL_VERSION, Role, Seek, StartPosition,
 };

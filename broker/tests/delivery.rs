@@ -3,7 +3,7 @@
 mod common;
 
 use client::Event;
-use common::{TestBroker, next_event, receive_until, records_of, seek, start};
+use common::{Groups, TestBroker, next_event, receive_until, records_of, seek, start};
 use protocol::frame::{ErrorCode, StartPosition};
 use serde_json::json;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use broker::config::Level;
 use bytes::Bytes;
 use client::Event;
-use common::{TestBroker, WAIT, next_event, receive_until, start, wait_until};
+use common::{Groups, TestBroker, WAIT, next_event, receive_until, start, wait_until};
 use futures_util::{SinkExt, StreamExt};
 use protocol::frame::{
     Batch, ErrorCode, Frame, Hello, PROTOCOL_VERSION, Role, StartPosition, TopicPosition, TopicStart, Welcome,

@@ -4,7 +4,7 @@
 mod common;
 
 use client::Event;
-use common::{TestBroker, WAIT, records_of, start};
+use common::{Groups, TestBroker, WAIT, records_of, start};
 use protocol::frame::StartPosition;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

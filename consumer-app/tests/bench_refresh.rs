@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{AppProcess, TestBroker};
+use common::{AppProcess, start_broker};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
@@ -33,7 +33,7 @@ fn machine() -> String {
 async fn full_refresh_throughput() {
     let n_records = env_u64("BENCH_RECORDS", 1_000_000);
     let record_bytes = env_u64("BENCH_RECORD_BYTES", 1024) as usize;
-    let broker = TestBroker::start().await;
+    let broker = start_broker().await;
     let started = Instant::now();
     let mut injected = 0;
     while injected < n_records {

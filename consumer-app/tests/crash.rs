@@ -5,14 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{AppProcess, TestBroker};
+use common::{AppProcess, start_broker};
 
 const TOTAL: u64 = 100_000;
 const CHUNK: u64 = 10_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_streaming_loses_and_duplicates_nothing() {
-    let broker = TestBroker::start().await;
+    let broker = start_broker().await;
     let data = tempfile::tempdir().unwrap();
     let env = [("CONSUMER_TOPICS", "stream")];
     let mut app = AppProcess::start(broker.consumers, data.path(), &env).await;

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use common::{AppProcess, FIVE, TestBroker};
+use common::{AppProcess, FIVE, start_broker};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_records_end_to_end() {
-    let broker = TestBroker::start().await;
+    let broker = start_broker().await;
     let data = tempfile::tempdir().unwrap();
     // Three records exist before the app connects, two arrive while it streams.
     let record = |key: &str, price: u64| json!({ "key": key, "value": { "symbol": key, "price": price } });
@@ -110,7 +110,7 @@ async fn webhook_retries_then_dead_letters_and_goes_on() {
     let server = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(state.clone());
     let server = tokio::spawn(async move { axum::serve(listener, server).await });
 
-    let broker = TestBroker::start().await;
+    let broker = start_broker().await;
     let records: Vec<Value> = ["ok-1", "flaky", "poison", "ok-2"]
         .iter()
         .map(|key| json!({ "key": key, "value": { "k": key } }))

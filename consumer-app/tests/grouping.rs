@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{AppProcess, TestBroker};
+use common::{AppProcess, start_broker_with_batches};
 use serde_json::Value;
 
 /// Records published before the app connects.
@@ -35,7 +35,7 @@ fn refreshes_completed(stats: &Value) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_already_received_share_one_append() {
-    let broker = TestBroker::start_with_batches(BATCH_RECORDS).await;
+    let broker = start_broker_with_batches(BATCH_RECORDS).await;
     let data = tempfile::tempdir().unwrap();
     // Every record exists before the app connects, so the broker pushes a full window of batches at once.
     broker.inject("prices", TOTAL, 100).await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{AppProcess, TestBroker};
+use common::{AppProcess, start_broker};
 use serde_json::Value;
 
 const TOTAL: u64 = 200_000;
@@ -46,7 +46,7 @@ fn refreshes_completed(stats: &Value) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_never_see_a_partial_copy_and_a_crash_keeps_the_old_one() {
-    let broker = TestBroker::start().await;
+    let broker = start_broker().await;
     broker.inject("prices", TOTAL, 100).await;
     let data = tempfile::tempdir().unwrap();
     let env = [("CONSUMER_TOPICS", "prices"), ("CONSUMER_ID", "till-1")];

@@ -205,14 +205,12 @@ impl SegmentWriter {
         let base_offset = self.segment.base_offset();
         let mut entries: Vec<IndexEntry> = Vec::new();
         let mut at = start;
-        let mut relative_offset = self.end_offset - base_offset;
         // The sizes were learnt when the records were checked or encoded; the bytes are not read again.
-        for len in record_lens {
+        for (relative_offset, len) in (self.end_offset - base_offset..).zip(record_lens) {
             if let Some(entry) = self.builder.observe(relative_offset, at) {
                 entries.push(entry);
             }
             at += *len as usize;
-            relative_offset += 1;
         }
         let n_records = record_lens.len() as u64;
         if !entries.is_empty() {

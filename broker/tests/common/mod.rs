@@ -1,149 +1,45 @@
-//! The one shared helper of the broker's in-process integration tests: a real broker started in-process on
-//! 127.0.0.1 port 0 with a temporary data directory (or a child broker piped to one), an HTTP client, and
-//! consumer helpers built on the `client` crate. Every wait here is bounded. Tests of the tree as real
-//! processes use `tests/tree/mod.rs` instead.
+//! The broker suite's own helpers for its in-process integration tests: consumer groups (members built on
+//! the `client` crate, committed offsets) on a `testkit::TestBroker`, and what tests check about the
+//! batches they receive. The broker itself (started on 127.0.0.1 port 0 with a temporary data directory, or
+//! as a child piped to one) and its HTTP calls come from `testkit`. Tests of the tree as real processes use
+//! `tests/tree/mod.rs` instead.
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use broker::config::{Config, Level};
-use broker::{Broker, Node};
 use client::{Consumer, ConsumerConfig, Event};
 use protocol::frame::{Batch, StartPosition, TopicPosition, TopicStart, Welcome};
 use protocol::{RecordIter, TopicUid};
-use serde_json::Value;
-use tempfile::TempDir;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+pub use testkit::{TestBroker, WAIT};
 
-/// The longest any single wait in a test may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(30);
+/// Consumer groups on a test broker: connecting members and reading committed offsets. Only this suite
+/// speaks the consumer protocol to a broker directly.
+pub trait Groups {
+    /// Connects a consumer of `group` (member `{group}-member`) with a 500 ms heartbeat.
+    async fn consumer(&self, group: &str, topics: Vec<TopicStart>) -> (Consumer, Welcome);
 
-/// A broker running in this process.
-pub struct TestBroker {
-    /// Its HTTP address.
-    pub http: SocketAddr,
-    /// Its consumer address.
-    pub consumers: SocketAddr,
-    /// Its shared state.
-    pub node: Arc<Node>,
-    /// An HTTP client.
-    pub client: reqwest::Client,
-    /// The data directory (kept alive for restarts).
-    pub dir: Arc<TempDir>,
-    /// Stops the broker.
-    stop: Option<oneshot::Sender<()>>,
-    /// The running broker.
-    task: Option<JoinHandle<Result<(), broker::Error>>>,
+    /// Connects a consumer like [`Groups::consumer`] with its configuration changed by `adjust`.
+    async fn consumer_with(
+        &self,
+        group: &str,
+        topics: Vec<TopicStart>,
+        adjust: impl FnOnce(&mut ConsumerConfig),
+    ) -> (Consumer, Welcome);
+
+    /// The group's committed offset in a topic, as `/test/stats` shows it.
+    async fn committed(&self, group: &str, topic: &str) -> Option<u64>;
+
+    /// Waits (bounded by [`WAIT`]) until the group's committed offset in `topic` equals `offset`.
+    async fn wait_committed(&self, group: &str, topic: &str, offset: u64);
 }
 
-impl TestBroker {
-    /// A ROOT broker with test endpoints and a short heartbeat.
-    pub async fn start() -> TestBroker {
-        TestBroker::start_with(|_| {}).await
-    }
-
-    /// A broker with the test defaults changed by `adjust`.
-    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
-        let dir = Arc::new(tempfile::tempdir().unwrap());
-        TestBroker::start_in(dir, adjust).await
-    }
-
-    /// A child broker at `level` whose pipe connects to `parent` (a fixed parent, no registry), with a
-    /// short pipe heartbeat.
-    pub async fn start_child(parent: &TestBroker, level: Level, node_id: &str) -> TestBroker {
-        let parent_url = parent.http.to_string();
-        TestBroker::start_with(|config| {
-            config.level = level;
-            config.node_id = node_id.to_string();
-            config.parent_url = Some(parent_url);
-            config.pipe_heartbeat = Duration::from_millis(200);
-        })
-        .await
-    }
-
-    /// A broker on an existing data directory.
-    pub async fn start_in(dir: Arc<TempDir>, adjust: impl FnOnce(&mut Config)) -> TestBroker {
-        let mut config = Config::for_tests(dir.path().join("data"));
-        config.test_endpoints = true;
-        config.heartbeat = Duration::from_millis(500);
-        config.group_commit_interval = Duration::from_millis(20);
-        config.segment_bytes = 8 * 1024 * 1024;
-        adjust(&mut config);
-        let broker = Broker::bind(config).await.unwrap();
-        let http = broker.http_addr().unwrap();
-        let consumers = broker.consumer_addr().unwrap();
-        let node = Arc::clone(broker.node());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(broker.run(async move {
-            let _ = stopped.await;
-        }));
-        TestBroker {
-            http,
-            consumers,
-            node,
-            client: reqwest::Client::new(),
-            dir,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    /// Stops the broker gracefully and waits for it.
-    pub async fn stop(mut self) -> Arc<TempDir> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task).await.unwrap().unwrap().unwrap();
-        }
-        Arc::clone(&self.dir)
-    }
-
-    /// The URL of `path` on this broker.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
-    }
-
-    /// POSTs JSON and returns the status and the JSON answer.
-    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self.client.post(self.url(path)).json(body).send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
-    }
-
-    /// GETs JSON.
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.client.get(self.url(path)).send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
-    }
-
-    /// Publishes records at ROOT and returns the answer; panics on failure.
-    pub async fn publish(&self, topic: &str, body: Value) -> Value {
-        let (status, answer) = self.post(&format!("/api/v1/topics/{topic}/messages"), &body).await;
-        assert_eq!(status, 200, "{answer}");
-        answer
-    }
-
-    /// Generates `count` records of `size` bytes through the test endpoint.
-    pub async fn inject(&self, topic: &str, count: u64, size: usize) -> Value {
-        let body = serde_json::json!({"topic": topic, "count": count, "size": size});
-        let (status, answer) = self.post("/test/inject-messages", &body).await;
-        assert_eq!(status, 200, "{answer}");
-        answer
-    }
-
-    /// Connects a consumer.
-    pub async fn consumer(&self, group: &str, topics: Vec<TopicStart>) -> (Consumer, Welcome) {
+impl Groups for TestBroker {
+    async fn consumer(&self, group: &str, topics: Vec<TopicStart>) -> (Consumer, Welcome) {
         self.consumer_with(group, topics, |_| {}).await
     }
 
-    /// Connects a consumer with an adjusted configuration.
-    pub async fn consumer_with(
+    async fn consumer_with(
         &self,
         group: &str,
         topics: Vec<TopicStart>,
@@ -155,24 +51,16 @@ impl TestBroker {
         Consumer::connect(self.consumers, config).await.unwrap()
     }
 
-    /// The group's committed offset in a topic, as `/test/stats` shows it.
-    pub async fn committed(&self, group: &str, topic: &str) -> Option<u64> {
+    async fn committed(&self, group: &str, topic: &str) -> Option<u64> {
         let (_, stats) = self.get("/test/stats").await;
         stats["groups"].as_array().unwrap().iter().find_map(|entry| {
             (entry["group"] == group && entry["topic"] == topic).then(|| entry["committed"].as_u64().unwrap())
         })
     }
 
-    /// Waits (bounded) until the group's committed offset in `topic` equals `offset`.
-    pub async fn wait_committed(&self, group: &str, topic: &str, offset: u64) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.committed(group, topic).await != Some(offset) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "group {group} never committed {offset} in {topic}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    async fn wait_committed(&self, group: &str, topic: &str, offset: u64) {
+        let what = format!("group {group} commits {offset} in {topic}");
+        wait_until(&what, || async { self.committed(group, topic).await == Some(offset) }).await;
     }
 }
 

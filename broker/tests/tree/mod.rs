@@ -1,6 +1,7 @@
 //! The one shared helper of the tree tests (`tests/tree_*.rs`): the real `registry` and `broker` binaries
-//! started as processes on 127.0.0.1 with free ports, stopped with SIGTERM or killed with SIGKILL by PID,
-//! restarted on the same ports and data directory, and a checker that fetches a topic's whole range from a
+//! started as processes on 127.0.0.1 port 0 (each reads its bound addresses back from the line the binary
+//! logs when it starts), stopped with SIGTERM or killed with SIGKILL by PID, restarted on the addresses
+//! they had and the same data directory, and a checker that fetches a topic's whole range from a
 //! node's HTTP API (raw bytes) and counts lost, duplicated and out-of-order offsets and hashes the records.
 //! Every wait is bounded; every process is killed when its handle is dropped, and the logs of a failed
 //! test are printed.
@@ -10,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -65,10 +66,8 @@ pub fn registry_binary() -> PathBuf {
     .clone()
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+/// The address a process binds before it has run once: any free port, chosen by the system.
+pub const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// One child process, killed (SIGKILL) when dropped.
 pub struct Process {
@@ -78,19 +77,38 @@ pub struct Process {
     child: Option<Child>,
     /// Where its stdout and stderr go (appended across restarts).
     pub log: PathBuf,
+    /// The length of the log when this run started: this run's lines come after it.
+    log_start: u64,
 }
 
 impl Process {
     /// Starts `command` with its output appended to `log`.
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> Process {
         let file = OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let log_start = file.metadata().unwrap().len();
         let child = command
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
-        Process { name: name.to_string(), child: Some(child), log: log.to_path_buf() }
+        Process { name: name.to_string(), child: Some(child), log: log.to_path_buf(), log_start }
+    }
+
+    /// Waits (bounded by [`DEADLINE`]) until this run of the process logs a line containing `message`,
+    /// and returns the line; fails if the process exits first.
+    pub async fn wait_for_line(&mut self, message: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            self.assert_running();
+            let text = self.log_text();
+            let this_run = text.get(usize::try_from(self.log_start).unwrap()..).unwrap_or_default();
+            if let Some(line) = this_run.lines().find(|line| line.contains(message)) {
+                return line.to_string();
+            }
+            assert!(Instant::now() < deadline, "{} never logged {message:?}", self.name);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Its PID.
@@ -176,9 +194,9 @@ pub struct BrokerNode {
     pub level: String,
     /// Extra flags.
     pub args: Vec<String>,
-    /// Its HTTP address.
+    /// Its HTTP address ([`ANY_PORT`] until it has started once).
     pub http: SocketAddr,
-    /// Its TCP consumer address.
+    /// Its TCP consumer address ([`ANY_PORT`] until it has started once).
     pub tcp: SocketAddr,
     /// Its data directory.
     pub data_dir: PathBuf,
@@ -190,8 +208,8 @@ pub struct BrokerNode {
 pub struct Tree {
     /// Data directories and logs.
     pub dir: TempDir,
-    /// The registry's port, if the tree has one.
-    pub registry_port: Option<u16>,
+    /// The registry's address, once it has started.
+    pub registry_addr: Option<SocketAddr>,
     /// The registry process.
     pub registry: Option<Process>,
     /// The brokers, by id.
@@ -206,33 +224,36 @@ impl Tree {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
         Tree {
             dir: tempfile::tempdir().unwrap(),
-            registry_port: None,
+            registry_addr: None,
             registry: None,
             nodes: BTreeMap::new(),
             http,
         }
     }
 
-    /// Starts the registry (on the same port as before, if it ran already) with the database file `db`
-    /// in the tree's directory, and waits until it answers.
+    /// Starts the registry (on port 0, or on its address if it ran already, since the brokers know it) with
+    /// the database file `db` in the tree's directory, and waits until it answers.
     pub async fn start_registry(&mut self, db: &str) {
-        let port = *self.registry_port.get_or_insert_with(free_port);
+        let listen = self.registry_addr.unwrap_or(ANY_PORT);
         let mut command = Command::new(registry_binary());
         command
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", &listen.to_string()])
             .arg("--db")
             .arg(self.dir.path().join(db))
             .args(["--expiry", "3s", "--heartbeat-interval", "300ms", "--token", REGISTRY_TOKEN])
             .env("RUST_LOG", "info");
-        let process = Process::spawn("registry", command, &self.dir.path().join("registry.log"));
+        let mut process = Process::spawn("registry", command, &self.dir.path().join("registry.log"));
+        let line = process.wait_for_line("registry listening").await;
+        let address = log_field(&line, "address").parse().expect("the registry logs its address");
+        self.registry_addr = Some(address);
         self.registry = Some(process);
-        let url = format!("http://127.0.0.1:{port}/health");
+        let url = format!("http://{address}/health");
         self.wait_http("the registry answers", &url).await;
     }
 
     /// The registry's base URL.
     pub fn registry_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.registry_port.expect("a registry"))
+        format!("http://{}", self.registry_addr.expect("a started registry"))
     }
 
     /// Adds a broker (not started).
@@ -242,8 +263,8 @@ impl Tree {
             id: id.to_string(),
             level: level.to_string(),
             args: args.iter().map(ToString::to_string).collect(),
-            http: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            tcp: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            http: ANY_PORT,
+            tcp: ANY_PORT,
             data_dir,
             process: None,
         };
@@ -264,7 +285,8 @@ impl Tree {
         self.start(id).await;
     }
 
-    /// Starts (or restarts) a broker on its ports and data directory, and waits for `/health`.
+    /// Starts a broker on port 0 (or restarts it on the addresses it had) and its data directory, reads its
+    /// addresses from its start line, and waits for `/health`.
     pub async fn start(&mut self, id: &str) {
         let node = self.nodes.get_mut(id).expect("a known node");
         let mut command = Command::new(broker_binary());
@@ -278,7 +300,11 @@ impl Tree {
             .args(&node.args)
             .env("RUST_LOG", "info,broker=debug");
         let log = self.dir.path().join(format!("{id}.log"));
-        node.process = Some(Process::spawn(id, command, &log));
+        let mut process = Process::spawn(id, command, &log);
+        let line = process.wait_for_line("broker started").await;
+        node.http = log_field(&line, "http_addr").parse().expect("the broker logs its HTTP address");
+        node.tcp = log_field(&line, "consumer_addr").parse().expect("the broker logs its consumer address");
+        node.process = Some(process);
         let url = format!("http://{}/health", node.http);
         self.wait_http(&format!("{id} answers"), &url).await;
     }
@@ -434,6 +460,14 @@ impl Drop for Tree {
             }
         }
     }
+}
+
+/// The value of `name=value` in a text log line (empty if the line has no such field).
+pub fn log_field<'a>(line: &'a str, name: &str) -> &'a str {
+    let key = format!(" {name}=");
+    let Some(start) = line.find(&key) else { return "" };
+    let value = &line[start + key.len()..];
+    &value[..value.find(char::is_whitespace).unwrap_or(value.len())]
 }
 
 /// Waits (bounded by [`DEADLINE`]) until `condition` holds, polling every 20 ms.

@@ -14,6 +14,7 @@ use consumer_app::sync::SyncCommand;
 use protocol::NewRecord;
 use protocol::record::ATTR_TOMBSTONE;
 use serde_json::Value;
+use testkit::TestBroker;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
@@ -100,7 +101,7 @@ pub fn offsets(page: &Value) -> Vec<u64> {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// End to end: a real broker in-process and the real consumer-app binary as a process.
+// End to end: a real broker in-process (`testkit`) and the real consumer-app binary as a process.
 // ---------------------------------------------------------------------------------------------------
 
 /// The longest any single wait may take before a test fails.
@@ -109,83 +110,21 @@ pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How often waits look again.
 pub const POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// A ROOT broker running in this process on 127.0.0.1, port 0.
-pub struct TestBroker {
-    /// Its HTTP address.
-    pub http: std::net::SocketAddr,
-    /// Its TCP consumer address.
-    pub consumers: std::net::SocketAddr,
-    /// An HTTP client.
-    pub client: reqwest::Client,
-    /// Its data directory.
-    _dir: tempfile::TempDir,
-    /// Stops it.
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    /// The running broker.
-    task: Option<tokio::task::JoinHandle<Result<(), broker::Error>>>,
+/// A ROOT broker in this process (port 0, `/test/*` endpoints, 500 ms heartbeat) with the settings this
+/// suite's tests were written for: BATCH frames of up to 2000 records, group commits every 5 ms and
+/// 16 MiB segments.
+pub async fn start_broker() -> TestBroker {
+    start_broker_with_batches(2000).await
 }
 
-impl TestBroker {
-    /// A broker with test endpoints, a short heartbeat and large batches.
-    pub async fn start() -> TestBroker {
-        TestBroker::start_with_batches(2000).await
-    }
-
-    /// A broker like [`TestBroker::start`] whose BATCH frames hold at most `batch_max_records` records.
-    pub async fn start_with_batches(batch_max_records: usize) -> TestBroker {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = broker::Config::for_tests(dir.path().join("data"));
-        config.test_endpoints = true;
-        config.heartbeat = std::time::Duration::from_millis(500);
-        config.group_commit_interval = std::time::Duration::from_millis(5);
+/// A broker like [`start_broker`] whose BATCH frames hold at most `batch_max_records` records.
+pub async fn start_broker_with_batches(batch_max_records: usize) -> TestBroker {
+    TestBroker::start_with(|config| {
         config.batch_max_records = batch_max_records;
+        config.group_commit_interval = std::time::Duration::from_millis(5);
         config.segment_bytes = 16 * 1024 * 1024;
-        let broker = broker::Broker::bind(config).await.unwrap();
-        let (http, consumers) = (broker.http_addr().unwrap(), broker.consumer_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(broker.run(async move {
-            let _ = stopped.await;
-        }));
-        TestBroker {
-            http,
-            consumers,
-            client: reqwest::Client::new(),
-            _dir: dir,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    /// POSTs JSON to the broker; returns the status and the JSON answer.
-    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response =
-            self.client.post(format!("http://{}{path}", self.http)).json(body).send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Publishes records through the ingest API.
-    pub async fn publish(&self, topic: &str, body: Value) {
-        let (status, answer) = self.post(&format!("/api/v1/topics/{topic}/messages"), &body).await;
-        assert_eq!(status, 200, "{answer}");
-    }
-
-    /// Generates `count` records of `size` bytes with keys `key-0`, `key-1`, ...
-    pub async fn inject(&self, topic: &str, count: u64, size: usize) {
-        let body = serde_json::json!({ "topic": topic, "count": count, "size": size });
-        let (status, answer) = self.post("/test/inject-messages", &body).await;
-        assert_eq!(status, 200, "{answer}");
-    }
-
-    /// Stops the broker and waits for it.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(WAIT, task).await;
-        }
-    }
+    })
+    .await
 }
 
 /// The real consumer-app binary, started as a process.
