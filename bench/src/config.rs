@@ -295,43 +295,12 @@ pub struct IdleArgs {
     pub settle: Duration,
 }
 
-/// Parses a byte size: a number with an optional `K`, `M` or `G` binary suffix (`KiB` and `KB` too).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, suffix) = text.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size such as 1024 or 64M"))?;
-    let multiplier: u64 = match suffix.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        _ => return Err(format!("{text:?} has an unknown suffix; use K, M or G")),
-    };
-    number.checked_mul(multiplier).ok_or_else(|| format!("{text:?} is too large"))
-}
+pub use service::units::{parse_duration, parse_size};
 
 /// [`parse_size`] for sizes held in a `usize`.
 fn parse_size_usize(text: &str) -> Result<usize, String> {
     let size = parse_size(text)?;
     usize::try_from(size).map_err(|_| format!("{text:?} is too large"))
-}
-
-/// Parses a duration: a number with a unit `ms`, `s`, `m` or `h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 =
-        digits.parse().map_err(|_| format!("{text:?} is not a duration such as 500ms or 10s"))?;
-    let millis: u64 = match unit.trim() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(format!("{text:?} needs a unit: ms, s, m or h")),
-    };
-    number.checked_mul(millis).map(Duration::from_millis).ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[cfg(test)]

@@ -43,12 +43,15 @@ pub enum Command {
     },
 }
 
-/// When the storage engine flushes appended records to disk.
+/// The words `--flush` takes; `node::log_config` turns them into `storage::FlushPolicy`, and nothing else in
+/// the broker looks at them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FlushMode {
     /// Flush before answering every append (durable; the default).
     Always,
-    /// Flush on a timer (`--flush-interval`); an ingest still waits for its own records to be flushed.
+    /// Readers (children, consumers) see records as soon as they are written; an append (an ingest, a pipe
+    /// batch) still returns only once its records are flushed, and a timer (`--flush-interval`) flushes
+    /// anything else written.
     Interval,
     /// Never flush explicitly: UNSAFE, for benchmarks only; acknowledged records can be lost in a crash.
     Never,

@@ -49,11 +49,6 @@ impl Node {
         config.validate().map_err(Error::Config)?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| Error::DataDir { path: config.data_dir.clone(), source })?;
-        if config.flush == FlushMode::Never {
-            tracing::warn!(
-                "flush mode is NEVER: acknowledged records may be lost in a crash; use this for benchmarks only"
-            );
-        }
         let store = Store::open(&config.data_dir, log_config(&config))?;
         let groups = GroupOffsets::open(&config.data_dir)?;
         let registry = match &config.registry_url {
@@ -88,7 +83,8 @@ impl Node {
     }
 }
 
-/// The storage settings from the broker configuration.
+/// The storage settings from the broker configuration: the one place the broker's `--flush` words become
+/// storage's [`FlushPolicy`], which decides durability from then on (storage also warns about `never`).
 pub fn log_config(config: &Config) -> LogConfig {
     let flush = match config.flush {
         FlushMode::Always => FlushPolicy::Always,

@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use storage::FlushPolicy;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, FlushMode};
+use crate::config::Config;
 use crate::consumers::serve_consumers;
 use crate::error::Error;
 use crate::node::Node;
@@ -179,9 +180,9 @@ fn start_timers(node: &Arc<Node>) -> Vec<JoinHandle<()>> {
             tracing::error!(%error, "writing group offsets failed; retrying at the next interval");
         }
     }));
-    if node.config.flush == FlushMode::Interval {
+    if let FlushPolicy::Interval(period) = node.store.config().flush {
         let store = Arc::clone(&node.store);
-        timers.push(every(node.config.flush_interval, move || {
+        timers.push(every(period, move || {
             if let Err(error) = store.flush_all() {
                 tracing::error!(%error, "flushing storage failed");
             }

@@ -179,8 +179,8 @@ impl Consumer {
                 biased;
                 frame = self.link.recv() => frame?,
                 () = tokio::time::sleep(wait) => {
-                    if self.link.silent_for() >= limit && !self.link.has_received() {
-                        return Err(Error::Silent(self.link.silent_for()));
+                    if let Some(silent) = self.link.gone_silent(limit) {
+                        return Err(Error::Silent(silent));
                     }
                     continue;
                 }

@@ -111,14 +111,17 @@ impl Link {
         }
     }
 
-    /// Whether frames already received wait to be taken.
-    pub(crate) fn has_received(&self) -> bool {
-        !self.inbound.is_empty()
-    }
-
     /// How long the peer has been silent.
     pub(crate) fn silent_for(&self) -> Duration {
         self.last_seen.silent_for()
+    }
+
+    /// The silence limit, the one rule for it: the peer counts as gone once nothing was read for `limit`,
+    /// unless frames already received wait to be taken (then only this side is slow). Answers how long it
+    /// was silent when it is gone.
+    pub(crate) fn gone_silent(&self, limit: Duration) -> Option<Duration> {
+        let silent = self.last_seen.silent_for();
+        (silent >= limit && self.inbound.is_empty()).then_some(silent)
     }
 
     /// Queues a frame, encoded whole. Cancel-safe: the frame is queued whole or not at all.

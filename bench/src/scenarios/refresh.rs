@@ -2,7 +2,7 @@
 //! catch-up), then is asked for a full refresh (RESET, the whole topic, READY, atomic swap) and timed until
 //! the refresh is recorded as completed. Measures MB/s and records/s of both, and CPU per record.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -76,7 +76,7 @@ pub async fn run(args: &RefreshArgs, run: &Run, report: &mut Report) -> Result<(
     ));
 
     let before = usage_snapshot(&launcher);
-    let requested_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let requested_unix_ms = protocol::now_ms();
     let refresh_start = Instant::now();
     api.app_refresh(&app.http, TOPIC).await?;
     let refreshing = run.progress(end, "refreshing");

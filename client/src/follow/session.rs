@@ -273,10 +273,10 @@ impl Session<'_> {
 
     /// Heartbeat: give up on a silent upstream, else PING it.
     async fn on_tick(&mut self) -> Result<(), LinkEnd> {
-        let silent = self.link.silent_for();
-        let limit = self.heartbeat * SILENT_INTERVALS;
-        // Frames waiting in the queue prove the upstream is alive; only this side is slow.
-        if silent >= limit && !self.link.has_received() && self.pending.is_none() {
+        // Frames waiting in the queue, or the one kept while gathering, prove the upstream is alive.
+        if let Some(silent) = self.link.gone_silent(self.heartbeat * SILENT_INTERVALS)
+            && self.pending.is_none()
+        {
             let reason =
                 format!("the {} was silent for {} ms", self.config.upstream_noun, silent.as_millis());
             return Err(self.end(false, false, reason));
