@@ -67,13 +67,16 @@ fn welcome() -> Frame {
     })
 }
 
+/// The groups a sink received, each as the (first, next) offsets of its batches.
+type Groups = Arc<Mutex<Vec<Vec<(u64, u64)>>>>;
+
 /// A copy in memory: it holds offsets, reports the first group durable at once and the rest only when the
 /// test says so through `later`.
 struct MemorySink {
     /// Next offset held.
     next: u64,
     /// The groups received, as (first, next) offset ranges per batch.
-    groups: Arc<Mutex<Vec<Vec<(u64, u64)>>>>,
+    groups: Groups,
     /// Durable positions the test releases.
     later: mpsc::Receiver<u64>,
 }
