@@ -23,7 +23,9 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use protocol::CheckedBatch;
-use protocol::frame::{Ready, Reset, Role, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome};
+use protocol::frame::{
+    Hello, Ready, Reset, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
+};
 
 use crate::backoff::Backoff;
 use session::run_link;
@@ -34,18 +36,10 @@ const WAIT_FOR_TARGET: Duration = Duration::from_secs(1);
 /// Who this follower is and how it keeps the link.
 #[derive(Debug, Clone)]
 pub struct FollowConfig {
-    /// HELLO's role: a pipe child or a consumer.
-    pub role: Role,
-    /// HELLO's level: the child's tree level, or `LEVEL_CONSUMER`.
-    pub level: u8,
-    /// HELLO's client id.
-    pub client_id: String,
-    /// HELLO's group.
-    pub group: String,
-    /// The token the upstream requires, or empty.
-    pub token: String,
-    /// Unacknowledged batches the upstream may send ahead (0 = its default).
-    pub max_in_flight: u16,
+    /// Who this follower says it is: HELLO's role, level, client id, group, token and in-flight window.
+    /// Its `version` and `topics` are the follower's to fill in (this codec's version, and
+    /// [`Sink::hello_topics`] at every connection).
+    pub hello: Hello,
     /// Our PING interval (the upstream's, from WELCOME, if shorter); three of them without a byte from the
     /// upstream end the link.
     pub heartbeat: Duration,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use client::{Durable, Endpoint, Fault, FollowConfig, LinkEnd, Sink, Target, Upstream, Work};
 use protocol::frame::{
-    Batch, DEFAULT_MAX_FRAME_LEN, ErrorCode, Frame, LEVEL_CONSUMER, PROTOCOL_VERSION, Ready, Reset, Role,
-    StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
+    Batch, DEFAULT_MAX_FRAME_LEN, ErrorCode, Frame, Hello, LEVEL_CONSUMER, PROTOCOL_VERSION, Ready, Reset,
+    Role, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
 };
 use protocol::{CheckedBatch, NewRecord, TopicUid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -145,12 +145,16 @@ impl Upstream for Fixed {
 
 fn config() -> FollowConfig {
     FollowConfig {
-        role: Role::Consumer,
-        level: LEVEL_CONSUMER,
-        client_id: "c".into(),
-        group: "g".into(),
-        token: String::new(),
-        max_in_flight: 0,
+        hello: Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Consumer,
+            level: LEVEL_CONSUMER,
+            client_id: "c".into(),
+            group: "g".into(),
+            token: String::new(),
+            max_in_flight: 0,
+            topics: Vec::new(),
+        },
         heartbeat: Duration::from_millis(400),
         max_frame_len: DEFAULT_MAX_FRAME_LEN,
         connect_timeout: Duration::from_secs(3),

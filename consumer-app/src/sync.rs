@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use client::{Endpoint, FollowConfig, LinkEnd, Target, Upstream};
-use protocol::frame::{LEVEL_CONSUMER, Role, Welcome};
+use protocol::frame::{Hello, LEVEL_CONSUMER, PROTOCOL_VERSION, Role, Welcome};
 use tokio::sync::mpsc;
 
 use crate::copy::{LocalCopy, READ_CHUNK_BYTES, READ_CHUNK_RECORDS};
@@ -91,12 +91,16 @@ impl SyncLoop {
         }
         let settings = &self.settings;
         let config = FollowConfig {
-            role: Role::Consumer,
-            level: LEVEL_CONSUMER,
-            client_id: settings.client_id.clone(),
-            group: settings.group.clone(),
-            token: settings.token.clone(),
-            max_in_flight: settings.max_in_flight,
+            hello: Hello {
+                version: PROTOCOL_VERSION,
+                role: Role::Consumer,
+                level: LEVEL_CONSUMER,
+                client_id: settings.client_id.clone(),
+                group: settings.group.clone(),
+                token: settings.token.clone(),
+                max_in_flight: settings.max_in_flight,
+                topics: Vec::new(),
+            },
             heartbeat: settings.heartbeat,
             max_frame_len: settings.max_frame_len,
             connect_timeout: CONNECT_TIMEOUT,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use client::{Endpoint, FollowConfig, LinkEnd, Target, Upstream};
-use protocol::frame::{Role, Welcome};
+use protocol::frame::{Hello, PROTOCOL_VERSION, Role, Welcome};
 use tokio::sync::watch;
 
 use super::copy::ChildCopy;
@@ -29,12 +29,16 @@ pub async fn run_pipe_client(node: Arc<Node>) {
     };
     let config = &node.config;
     let follow = FollowConfig {
-        role: Role::Pipe,
-        level: config.level.as_u8(),
-        client_id: config.node_id.clone(),
-        group: config.node_id.clone(),
-        token: config.token_for_parent().to_string(),
-        max_in_flight: 0,
+        hello: Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Pipe,
+            level: config.level.as_u8(),
+            client_id: config.node_id.clone(),
+            group: config.node_id.clone(),
+            token: config.token_for_parent().to_string(),
+            max_in_flight: 0,
+            topics: Vec::new(),
+        },
         heartbeat: config.pipe_heartbeat,
         max_frame_len: usize::try_from(config.max_frame_bytes).unwrap_or(usize::MAX),
         connect_timeout: CONNECT_TIMEOUT,

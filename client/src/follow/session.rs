@@ -95,16 +95,7 @@ impl Session<'_> {
             })
             .collect::<Vec<_>>()
             .join(",");
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            role: config.role,
-            level: config.level,
-            client_id: config.client_id.clone(),
-            group: config.group.clone(),
-            token: config.token.clone(),
-            max_in_flight: config.max_in_flight,
-            topics,
-        };
+        let hello = Hello { version: PROTOCOL_VERSION, topics, ..config.hello.clone() };
         if let Err(end) = self.send(Frame::Hello(hello)).await {
             return end;
         }
