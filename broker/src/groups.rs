@@ -233,7 +233,7 @@ impl GroupOffsets {
 
     /// Writes rows in one transaction.
     fn write(&self, offsets: &[(Key, Committed)], refreshes: &[(Key, bool)]) -> rusqlite::Result<()> {
-        let now_ms = i64::try_from(crate::node::now_ms()).unwrap_or(i64::MAX);
+        let now_ms = i64::try_from(protocol::now_ms()).unwrap_or(i64::MAX);
         let mut db = self.db.lock().unwrap_or_else(PoisonError::into_inner);
         let transaction = db.transaction()?;
         {

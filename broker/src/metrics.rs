@@ -194,7 +194,7 @@ impl Metrics {
         let labels = Metrics::topic(topic);
         self.records_out.get_or_create(&labels).inc_by(n_records);
         self.bytes_out.get_or_create(&labels).inc_by(n_bytes);
-        let now_ms = crate::node::now_ms();
+        let now_ms = protocol::now_ms();
         if last_timestamp_ms > 0 && now_ms >= last_timestamp_ms {
             self.delivery_latency.observe((now_ms - last_timestamp_ms) as f64 / 1000.0);
         }
@@ -231,7 +231,7 @@ mod tests {
     fn counters_appear_in_the_text() {
         let metrics = Metrics::new();
         metrics.stored("prices", 3, 300);
-        metrics.delivered("prices", 2, 200, crate::node::now_ms().saturating_sub(5));
+        metrics.delivered("prices", 2, 200, protocol::now_ms().saturating_sub(5));
         metrics.group_lag.get_or_create(&GroupLabels { group: "g".into(), topic: "prices".into() }).set(7);
         let text = metrics.encode();
         assert!(text.contains("relay_records_in_total{topic=\"prices\"} 3"), "{text}");

@@ -137,5 +137,3 @@ impl Default for Shutdown {
         Shutdown::new()
     }
 }
-
-pub use protocol::now_ms;

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::{Config, parent_host_port};
-use crate::node::{Node, now_ms};
+use crate::node::Node;
+use protocol::now_ms;
 
 mod client;
 mod task;

@@ -27,7 +27,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::cursor::{Begin, Cursor, resolve_start};
 use crate::groups::Committed;
 use crate::metrics::KindLabels;
-use crate::node::{Node, now_ms};
+use crate::node::Node;
+use protocol::now_ms;
 
 mod changes;
 mod hello;

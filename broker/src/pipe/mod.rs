@@ -18,8 +18,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 
-use crate::node::now_ms;
 use crate::registration::ParentRef;
+use protocol::now_ms;
 
 mod copy;
 pub mod server;
