@@ -38,9 +38,12 @@ pub enum Begin {
 /// A client uid that is known and differs from the log's means the client holds another history, so it
 /// gets a full refresh whatever it asked. A committed offset recorded for another uid is ignored. A
 /// position below the log start can only be served by a full refresh. A committed offset beyond the log
-/// end (this node is behind the copy the consumer already has) waits there for the log to catch up, while
-/// an explicit offset beyond the end is refused, since the consumer asked for something that does not
-/// exist.
+/// end (this node is behind the copy the consumer already has) waits there for the log to catch up, and so
+/// does an explicit offset beyond the end from a client that holds this very history (it names the log's
+/// uid): this node restarted with less than the client holds (a restored or lost data directory, a tail
+/// it had not flushed) and refetches it from its parent, so the client waits rather than being left out. An
+/// explicit offset beyond the end from a client that holds no copy is refused, since it asked for
+/// something that does not exist.
 pub fn resolve_start(
     start: StartPosition,
     client_uid: TopicUid,
@@ -66,7 +69,7 @@ pub fn resolve_start(
     };
     if wanted < log_start {
         Begin::Refresh
-    } else if wanted > end_offset {
+    } else if wanted > end_offset && client_uid != uid {
         Begin::OutOfRange { requested: wanted, end_offset }
     } else {
         Begin::At(wanted)

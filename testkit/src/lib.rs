@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::config::{Config, Level};
+pub use broker::config::{Config, Level};
 use broker::{Broker, Node};
 use serde_json::Value;
 use tempfile::TempDir;

@@ -217,6 +217,12 @@ impl Session {
             ))
         };
         let start_at = match begin {
+            Begin::At(offset) if offset > log.readable_offset() => {
+                tracing::info!(client = %self.client_id, %topic, client_holds = offset,
+                    this_node_holds = log.readable_offset(),
+                    "the client holds more of this topic than this node; it waits while this node catches up");
+                offset
+            }
             Begin::At(offset) => offset,
             Begin::Refresh => log.log_start(),
             Begin::OutOfRange { requested, end_offset } => {

@@ -1,0 +1,101 @@
+//! A consumer-app whose broker comes back with less than the app holds (its data directory restored from an
+//! older copy) is not stranded: it waits at its own position while the broker refetches the missing range
+//! from its parent, then goes on, and its copy ends with every offset once, in order.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{AppProcess, POLL, WAIT, start_broker};
+use testkit::{Config, Level, TestBroker};
+
+/// Copies a directory tree.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The L2's settings: a child of ROOT at `parent`, on the consumer address `consumers` once that is known.
+fn l2_config(
+    parent: std::net::SocketAddr,
+    consumers: Option<std::net::SocketAddr>,
+) -> impl FnOnce(&mut Config) {
+    move |config: &mut Config| {
+        config.level = Level::L2;
+        config.node_id = "l2".to_string();
+        config.parent_url = Some(parent.to_string());
+        config.pipe_heartbeat = Duration::from_millis(200);
+        config.batch_max_records = 2000;
+        if let Some(consumers) = consumers {
+            config.consumer_addr = consumers;
+        }
+    }
+}
+
+/// Waits until the L2 holds `end` records of `topic`.
+async fn wait_held(l2: &TestBroker, topic: &str, end: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while l2.node.store.topic(topic).is_none_or(|log| log.next_offset() < end) {
+        assert!(tokio::time::Instant::now() < deadline, "the L2 never held {end} records of {topic}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restored_from_an_older_copy_makes_its_consumer_wait_not_strand() {
+    let root = start_broker().await;
+    let l2_dir = Arc::new(tempfile::tempdir().unwrap());
+    let l2 = TestBroker::start_in(Arc::clone(&l2_dir), l2_config(root.http, None)).await;
+    let consumers = l2.consumers;
+    root.inject("prices", 2_000, 100).await;
+    wait_held(&l2, "prices", 2_000).await;
+
+    // A backup of the L2 at 2,000 records, taken while it is stopped.
+    let l2_dir = l2.stop().await;
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(&l2_dir.path().join("data"), backup.path());
+    let l2 = TestBroker::start_in(Arc::clone(&l2_dir), l2_config(root.http, Some(consumers))).await;
+
+    let app_dir = tempfile::tempdir().unwrap();
+    let app = AppProcess::start(consumers, app_dir.path(), &[("CONSUMER_TOPICS", "prices")]).await;
+    root.inject("prices", 3_000, 100).await;
+    app.wait_for_position("prices", 5_000).await;
+
+    // The L2's data directory is restored from the backup: it holds 2,000 records, the app 5,000. ROOT is
+    // down while the L2 comes back, so the L2 cannot refetch before the app reconnects to it.
+    let mut root_config = root.node.config.clone();
+    root_config.http_addr = root.http;
+    root_config.consumer_addr = root.consumers;
+    let root_dir = root.stop().await;
+    let l2_dir = l2.stop().await;
+    std::fs::remove_dir_all(l2_dir.path().join("data")).unwrap();
+    copy_dir(backup.path(), &l2_dir.path().join("data"));
+    let l2 =
+        TestBroker::start_in(Arc::clone(&l2_dir), l2_config(root_config.http_addr, Some(consumers))).await;
+    app.wait_for("/api/v1/stats", "the app connected to the restored L2", |stats| {
+        stats["connection"]["connected"] == true
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let root = TestBroker::start_in(root_dir, |config| *config = root_config).await;
+    root.inject("prices", 1_000, 100).await;
+    wait_held(&l2, "prices", 6_000).await;
+    app.wait_for_position("prices", 6_000).await;
+    let (_, stats) = app.get("/api/v1/stats").await;
+    assert_eq!(stats["recent_refreshes"].as_array().map(Vec::len), Some(0), "the app was refreshed: {stats}");
+
+    app.stop().await;
+    common::check_copy(app_dir.path(), "prices", 6_000);
+    l2.stop().await;
+    root.stop().await;
+}
