@@ -33,6 +33,9 @@ use session::run_link;
 /// How long to wait for news before asking the upstream again when it named no one.
 const WAIT_FOR_TARGET: Duration = Duration::from_secs(1);
 
+/// The longest wait between two probes of a copy that cannot store, if reconnecting waits less.
+const PROBE_MAX: Duration = Duration::from_secs(5);
+
 /// Who this follower is and how it keeps the link.
 #[derive(Debug, Clone)]
 pub struct FollowConfig {
@@ -100,6 +103,9 @@ pub enum LinkEnd {
         /// Whether the link ended over bad input, either way (an ERROR frame sent or received, a frame
         /// that did not decode, records the copy could not take): no reason to trust it came good.
         faulted: bool,
+        /// Whether the copy could not store (a full disk, an I/O error): the follower pauses, probing the
+        /// sink, instead of asking the upstream to send again what it cannot store.
+        local: bool,
         /// What happened, for logs and status pages.
         reason: String,
     },
@@ -185,6 +191,12 @@ pub trait Sink: Send {
     /// The link ended: let background work settle and give up refreshes not completed (the next upstream
     /// starts its own).
     fn on_link_end(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// After the copy failed to store: whether it could store again now (space returned, the disk came
+    /// back). The follower calls it at a growing interval and connects again once it succeeds.
+    fn probe(&mut self) -> impl Future<Output = Result<(), Fault>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// Where a follower connects, and who hears how it goes.
@@ -211,6 +223,24 @@ pub trait Upstream: Send {
     /// The link to `target` ended.
     fn ended(&mut self, target: &Target, end: &LinkEnd) {
         let _ = (target, end);
+    }
+}
+
+/// Probes the sink at a growing interval until it can store again; `false` if shutdown came first.
+async fn pause_until_stored<S: Sink>(config: &FollowConfig, sink: &mut S, stop: &mut Stop<'_>) -> bool {
+    let mut probes = Backoff::new(config.reconnect_initial, config.reconnect_max.max(PROBE_MAX));
+    loop {
+        tokio::select! {
+            () = stop.wait() => return false,
+            () = tokio::time::sleep(probes.next_delay()) => {}
+        }
+        match sink.probe().await {
+            Ok(()) => {
+                tracing::info!("the copy can store again; resuming");
+                return true;
+            }
+            Err(fault) => tracing::debug!(%fault, "the copy still cannot store"),
+        }
     }
 }
 
@@ -263,9 +293,17 @@ pub async fn follow<U: Upstream, S: Sink>(
         let end = run_link(config, &target, upstream, sink, &mut stop).await;
         sink.on_link_end().await;
         upstream.ended(&target, &end);
-        let LinkEnd::Failed { streamed, refused, faulted, reason } = end else {
+        let LinkEnd::Failed { streamed, refused, faulted, local, reason } = end else {
             break;
         };
+        if local {
+            tracing::warn!(%reason, "the copy cannot store; the {} pauses until it can", config.link_noun);
+            if !pause_until_stored(config, sink, &mut stop).await {
+                break;
+            }
+            last_reason = None;
+            continue;
+        }
         // The same failure again and again (an upstream down for an hour) is logged once, then quietly.
         let repeated = !streamed && last_reason.as_deref() == Some(reason.as_str());
         let (upstream_noun, link_noun) = (config.upstream_noun, config.link_noun);

@@ -167,6 +167,15 @@ impl LocalCopy {
         self.views.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(topic).cloned()
     }
 
+    /// Whether the segment logs could allocate disk space again after an append failed.
+    pub fn probe_space(&self) -> Result<(), Error> {
+        self.store.probe_space().map_err(|source| Error::Storage {
+            context: "probing for disk space",
+            topic: String::new(),
+            source: Box::new(source),
+        })
+    }
+
     /// Every live view, by topic name.
     pub fn views(&self) -> Vec<TopicView> {
         self.views.read().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect()

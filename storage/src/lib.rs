@@ -29,6 +29,7 @@ mod replace;
 mod retention;
 mod scan;
 mod segment;
+mod space;
 mod store;
 mod writer;
 

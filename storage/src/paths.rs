@@ -34,6 +34,11 @@ pub(crate) fn meta_path(root: &Path) -> PathBuf {
     root.join(META_FILE)
 }
 
+/// The file a space probe allocates and removes in the store at `root`.
+pub(crate) fn space_probe_path(root: &Path) -> PathBuf {
+    root.join(".space-probe")
+}
+
 /// The lock file of the store at `root`.
 pub(crate) fn lock_path(root: &Path) -> PathBuf {
     root.join(LOCK_FILE)

@@ -25,6 +25,10 @@ use crate::retention::RetentionReport;
 use crate::writer::SegmentWriter;
 use protocol::now_ms;
 
+/// The most a space probe allocates: enough for an append to go on, little enough to pass on a nearly
+/// full disk that still has room for it.
+const PROBE_BYTES: u64 = 1 << 20;
+
 /// A data directory holding many topics. Cloning gives another handle to the same store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -212,6 +216,13 @@ impl Store {
     /// A receiver bumped whenever a topic is created, replaced or deleted (for wildcard subscribers).
     pub fn subscribe_topics(&self) -> watch::Receiver<u64> {
         self.inner.topics_tx.subscribe()
+    }
+
+    /// Whether an append could allocate disk space again (a preallocation chunk, at most 1 MiB) after one failed:
+    /// allocates it in a probe file and removes it. [`Error::NoSpace`] while the disk is still full. Touches
+    /// no segment, so a follower can poll it at a growing interval while paused.
+    pub fn probe_space(&self) -> Result<(), Error> {
+        crate::space::probe(&self.inner.root, self.inner.config.preallocate_chunk_bytes.min(PROBE_BYTES))
     }
 
     /// Flushes every topic; the owner calls it on a timer with [`FlushPolicy::Interval`]. Every topic is

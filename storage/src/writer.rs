@@ -14,7 +14,6 @@
 //! space is allocated `preallocate_chunk_bytes` at a time, and a sealed segment is truncated to its records.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,9 +26,7 @@ use crate::index::{IndexBuilder, IndexEntry, SparseIndex, load_index_file, write
 use crate::paths::segment_path;
 use crate::scan::{ScanOutcome, Tail, scan_records};
 use crate::segment::Segment;
-
-/// How many times an allocation interrupted by a signal is retried.
-const MAX_EINTR_RETRIES: usize = 16;
+use crate::space::allocate;
 
 /// The single writer of an active segment.
 #[derive(Debug)]
@@ -281,28 +278,7 @@ impl SegmentWriter {
     /// Allocates blocks from the current allocation up to `end`.
     fn fallocate(&mut self, end: u64) -> Result<(), Error> {
         let start = self.allocated;
-        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(start), libc::off_t::try_from(end - start)) else {
-            return Err(Error::io(
-                "allocate segment space",
-                self.segment.path(),
-                std::io::Error::from_raw_os_error(libc::EFBIG),
-            ));
-        };
-        let mut result = 0;
-        for _ in 0..MAX_EINTR_RETRIES {
-            // SAFETY: plain system call on a file descriptor this writer owns.
-            result = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), offset, len) };
-            if result != libc::EINTR {
-                break;
-            }
-        }
-        if result != 0 {
-            return Err(Error::io(
-                "allocate segment space",
-                self.segment.path(),
-                std::io::Error::from_raw_os_error(result),
-            ));
-        }
+        allocate(&self.file, self.segment.path(), start, end - start)?;
         self.allocated = end;
         Ok(())
     }

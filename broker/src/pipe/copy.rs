@@ -158,6 +158,15 @@ impl Sink for ChildCopy {
         Ok(vec![Durable { topic: ready.topic, next_offset: log.next_offset() }])
     }
 
+    /// Whether the store can allocate disk space again after an append failed.
+    async fn probe(&mut self) -> Result<(), Fault> {
+        let store = Arc::clone(&self.node.store);
+        tokio::task::spawn_blocking(move || store.probe_space())
+            .await
+            .map_err(|error| Fault::Storage(error.to_string()))?
+            .map_err(|error| Fault::Storage(error.to_string()))
+    }
+
     /// Throws away every refresh not completed: the link that fed them is gone, and the next parent
     /// starts its own. The topics keep their old, complete copies.
     async fn on_link_end(&mut self) {

@@ -41,7 +41,13 @@ pub(super) async fn run_link<U: Upstream, S: Sink>(
             super::Endpoint::WebSocket(url) => connect_ws(url, config.max_frame_len).await,
         }
     };
-    let failed = |reason: String| LinkEnd::Failed { streamed: false, refused: false, faulted: false, reason };
+    let failed = |reason: String| LinkEnd::Failed {
+        streamed: false,
+        refused: false,
+        faulted: false,
+        local: false,
+        reason,
+    };
     let link = tokio::select! {
         () = stop.wait() => return LinkEnd::Shutdown,
         connected = tokio::time::timeout(config.connect_timeout, connecting) => match connected {
@@ -50,8 +56,15 @@ pub(super) async fn run_link<U: Upstream, S: Sink>(
             Ok(Ok(link)) => link,
         },
     };
-    let mut session =
-        Session { config, link, pending: None, streamed: false, heartbeat: config.heartbeat, next_nonce: 1 };
+    let mut session = Session {
+        config,
+        link,
+        pending: None,
+        streamed: false,
+        heartbeat: config.heartbeat,
+        next_nonce: 1,
+        local_fault: false,
+    };
     let end = session.run(target, upstream, sink, stop).await;
     session.link.close(CLOSE_GRACE).await;
     end
@@ -71,6 +84,8 @@ struct Session<'c> {
     heartbeat: Duration,
     /// The nonce of the next PING.
     next_nonce: u64,
+    /// Whether the copy failed to store.
+    local_fault: bool,
 }
 
 impl Session<'_> {
@@ -317,6 +332,7 @@ impl Session<'_> {
                 (ErrorCode::Internal, "the follower failed to store the records; see its log".into())
             }
         };
+        self.local_fault = matches!(fault, Fault::Storage(_));
         let _ = self.send(Frame::Error(ErrorFrame { code, fatal: true, message })).await;
         self.end(false, true, fault.to_string())
     }
@@ -341,7 +357,7 @@ impl Session<'_> {
 
     /// The end of this link.
     fn end(&self, refused: bool, faulted: bool, reason: String) -> LinkEnd {
-        LinkEnd::Failed { streamed: self.streamed, refused, faulted, reason }
+        LinkEnd::Failed { streamed: self.streamed, refused, faulted, local: self.local_fault, reason }
     }
 }
 

@@ -283,6 +283,15 @@ impl Sink for AppSink<'_> {
         }
     }
 
+    /// Whether the copy can allocate disk space again after an append failed.
+    async fn probe(&mut self) -> Result<(), Fault> {
+        let copy = self.sync.copy.clone();
+        tokio::task::spawn_blocking(move || copy.probe_space())
+            .await
+            .map_err(join_fault)?
+            .map_err(storage_fault)
+    }
+
     /// The group being indexed is finished and handed to the handler (its acknowledgement, of a connection
     /// that is gone, is dropped); refreshes not completed are abandoned.
     async fn on_link_end(&mut self) {
