@@ -150,6 +150,11 @@ pub struct Config {
     #[arg(long, env = "BROKER_RETENTION_CHECK_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub retention_check_interval: Duration,
 
+    /// Bytes of sealed segments re-checked against their CRCs per second in the background, so damage on
+    /// disk is found before anyone reads it (0 = off).
+    #[arg(long, env = "BROKER_SCRUB_RATE", default_value = "32M", value_parser = parse_size)]
+    pub scrub_rate: u64,
+
     /// Serve the `/test/*` endpoints (inject messages, load from SQLite, stats). Off in production.
     #[arg(long, env = "BROKER_TEST_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod node;
 pub mod pipe;
 pub mod registration;
+pub mod repair;
 mod server;
 pub mod session;
 

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub connections: Family<KindLabels, Gauge>,
     /// Bytes of segment files on disk, all topics (refreshed at scrape time).
     pub storage_bytes: Gauge,
+    /// Segments holding a record that fails its CRC, not served until repaired.
+    pub damaged_segments: Gauge,
     /// Seconds from a record's ROOT timestamp to its delivery from this node, observed once per batch for
     /// the batch's last record.
     pub delivery_latency: Histogram,
@@ -97,6 +99,7 @@ impl Metrics {
         let group_lag = Family::<GroupLabels, Gauge>::default();
         let connections = Family::<KindLabels, Gauge>::default();
         let storage_bytes = Gauge::default();
+        let damaged_segments = Gauge::default();
         // From 100 microseconds to about 100 seconds.
         let delivery_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 21));
         let pipe_connected = Gauge::default();
@@ -127,6 +130,11 @@ impl Metrics {
         );
         registry.register("connections", "Open consumer and pipe connections", connections.clone());
         registry.register("storage_bytes", "Bytes of segment files on disk", storage_bytes.clone());
+        registry.register(
+            "damaged_segments",
+            "Segments holding a record that fails its CRC; their range is not served until repaired",
+            damaged_segments.clone(),
+        );
         registry.register(
             "delivery_latency_seconds",
             "Time from a record's ROOT timestamp to its delivery from this node",
@@ -166,6 +174,7 @@ impl Metrics {
             group_lag,
             connections,
             storage_bytes,
+            damaged_segments,
             delivery_latency,
             pipe_connected,
             pipe_reconnects,

@@ -17,6 +17,9 @@ use crate::consumers::serve_consumers;
 use crate::error::Error;
 use crate::node::Node;
 
+/// How often the background scrub checks its share (`--scrub-rate` bytes) of sealed segments.
+const SCRUB_PERIOD: Duration = Duration::from_secs(1);
+
 /// How long the HTTP server may take to finish open requests at shutdown.
 const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -92,7 +95,10 @@ impl Broker {
                     .await
             })
         };
-        let mut tree_tasks = vec![tokio::spawn(crate::pipe::run_pipe_client(Arc::clone(&node)))];
+        let mut tree_tasks = vec![
+            tokio::spawn(crate::pipe::run_pipe_client(Arc::clone(&node))),
+            tokio::spawn(crate::repair::run_repairs(Arc::clone(&node))),
+        ];
         if let Some(registry) = node.registry.clone() {
             let (advertised_http, advertised_tcp) = advertised(&node, http_addr, consumer_addr);
             tracing::info!(registry = %registry.base_url(), %advertised_http, %advertised_tcp, "registering");
@@ -186,6 +192,13 @@ fn start_timers(node: &Arc<Node>) -> Vec<JoinHandle<()>> {
             if let Err(error) = store.flush_all() {
                 tracing::error!(%error, "flushing storage failed");
             }
+        }));
+    }
+    if node.config.scrub_rate > 0 {
+        let store = Arc::clone(&node.store);
+        let budget = node.config.scrub_rate;
+        timers.push(every(SCRUB_PERIOD, move || {
+            store.scrub(budget);
         }));
     }
     let store = Arc::clone(&node.store);

@@ -300,6 +300,9 @@ impl Session {
             Frame::Error(error) => {
                 tracing::info!(connection_id = self.connection_id, code = %error.code, message = %error.message,
                     "peer sent an ERROR frame");
+                if error.code == ErrorCode::BadRecords {
+                    self.verify_in_flight();
+                }
                 if error.fatal { Err(End::Closed) } else { Ok(()) }
             }
             Frame::Hello(_) => {
@@ -455,6 +458,9 @@ impl Session {
             let batch = match cut {
                 Ok(Some(batch)) => batch,
                 Ok(None) => continue,
+                // Damaged bytes are never sent: the cursor waits there until the segment is repaired (a
+                // repair wakes the log's readers).
+                Err(storage::Error::Damaged { .. }) => continue,
                 Err(storage::Error::OffsetBelowLogStart { .. }) => {
                     // Retention overtook this consumer: only a full refresh can serve it now.
                     self.begin_refresh(index)?;
@@ -561,6 +567,32 @@ impl Session {
             Begin::OutOfRange { requested, .. } if self.role == Role::Pipe => Begin::At(requested),
             other => other,
         }
+    }
+
+    /// The peer refused records this session sent: checks the stored bytes of every range in flight (at most
+    /// the window's batches), so damage on this node's disk is marked and never sent again. Blocking work, on
+    /// a blocking thread; the connection is ending anyway.
+    fn verify_in_flight(&self) {
+        let ranges: Vec<(Arc<storage::Log>, u64, u64)> = self
+            .cursors
+            .iter()
+            .filter_map(|cursor| {
+                let attached = cursor.attached.as_ref()?;
+                (cursor.next_send > cursor.acked)
+                    .then(|| (Arc::clone(&attached.log), cursor.acked, cursor.next_send))
+            })
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            for (log, from, to) in ranges {
+                if let Some(offset) = log.verify(from, to) {
+                    tracing::warn!(
+                        topic = log.name(),
+                        offset,
+                        "a receiver refused records this node holds damaged"
+                    );
+                }
+            }
+        });
     }
 
     /// Queues a non-fatal ERROR frame.

@@ -158,6 +158,25 @@ pub enum Error {
         /// The offset the next record will get.
         next_offset: u64,
     },
+    /// A read reached a record whose bytes fail their CRC; nothing from there on in its segment is served
+    /// until the segment is repaired.
+    #[error("the record at offset {offset} of {topic:?} is damaged (it fails its CRC) and is not served")]
+    Damaged {
+        /// The topic.
+        topic: String,
+        /// The first damaged offset.
+        offset: u64,
+    },
+    /// Records offered to repair a segment are not that segment's records.
+    #[error("cannot repair the segment of {topic:?} at {base_offset}: {reason}")]
+    BadRepair {
+        /// The topic.
+        topic: String,
+        /// The segment's first offset.
+        base_offset: u64,
+        /// What does not match.
+        reason: String,
+    },
 }
 
 impl Error {

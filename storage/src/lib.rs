@@ -20,6 +20,7 @@ mod append;
 mod config;
 mod error;
 mod index;
+mod integrity;
 mod log;
 mod meta;
 mod paths;
@@ -35,6 +36,7 @@ mod writer;
 
 pub use config::{FlushPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use error::Error;
+pub use integrity::{DamagedSegment, ScrubStep};
 pub use log::{AppendOutcome, Log, LogStats, SegmentInfo};
 pub use paths::{index_path, segment_path, topic_dir};
 pub use read::ReadChunk;

@@ -380,6 +380,15 @@ impl Log {
         }
     }
 
+    /// Wakes every reader waiting on this log without moving its positions (a repaired segment serves
+    /// again).
+    pub(crate) fn wake_readers(&self) {
+        let sender = self.readable_tx.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(sender) = sender.as_ref() {
+            sender.send_modify(|_| {});
+        }
+    }
+
     /// Closes the log after it was replaced or deleted: appends fail from now on, and waiting readers wake
     /// with an error. Reads still work on the mapped segments.
     pub(crate) fn close(&self) {

@@ -34,6 +34,13 @@ pub(crate) fn meta_path(root: &Path) -> PathBuf {
     root.join(META_FILE)
 }
 
+/// Where a repaired copy of the segment file at `segment` is written before it is renamed over it.
+pub(crate) fn repair_path(segment: &Path) -> PathBuf {
+    let mut name = segment.as_os_str().to_owned();
+    name.push(".repair");
+    PathBuf::from(name)
+}
+
 /// The file a space probe allocates and removes in the store at `root`.
 pub(crate) fn space_probe_path(root: &Path) -> PathBuf {
     root.join(".space-probe")

@@ -80,6 +80,12 @@ impl Log {
         };
         let bytes = segment.published();
         let corrupt = |detail: String| Error::CorruptSegment { path: segment.path().to_path_buf(), detail };
+        // A damaged segment serves the records before its first bad one, and nothing from there on.
+        let damaged_at = segment.damaged_at().unwrap_or(u64::MAX);
+        if from >= damaged_at {
+            return Err(Error::Damaged { topic: self.name.clone(), offset: damaged_at });
+        }
+        let readable = readable.min(damaged_at);
 
         let mut position = segment.scan_start(from);
         loop {
@@ -88,6 +94,10 @@ impl Log {
                 (Some(offset), _) if offset == from => break,
                 (Some(offset), Ok(Some(len))) if offset < from && len <= rest.len() => position += len,
                 (found, _) => {
+                    // A length or offset field on the way is damaged: find and mark the first bad record.
+                    if let Some(offset) = self.verify(segment.base_offset(), from + 1) {
+                        return Err(Error::Damaged { topic: self.name.clone(), offset });
+                    }
                     return Err(corrupt(format!(
                         "offset {from} not found at byte {position} (found {found:?})"
                     )));

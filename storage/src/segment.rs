@@ -50,6 +50,8 @@ pub(crate) struct Segment {
     /// The open file, while the segment may hold bytes not yet synced; the flusher uses it outside the
     /// writer lock. Released once a sealed segment is synced, so sealed segments hold no descriptor.
     sync_file: Mutex<Option<Arc<File>>>,
+    /// The first offset whose record failed its CRC, or `u64::MAX` while none did. Reads stop before it.
+    damaged_at: AtomicU64,
 }
 
 /// What a reader needs to know about a segment's state, read in one go.
@@ -89,7 +91,39 @@ impl Segment {
             sealed_ms: AtomicU64::new(0),
             index: RwLock::new(index),
             sync_file: Mutex::new(None),
+            damaged_at: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// The first damaged offset, if a check found one.
+    pub(crate) fn damaged_at(&self) -> Option<u64> {
+        let at = self.damaged_at.load(Ordering::Acquire);
+        (at != u64::MAX).then_some(at)
+    }
+
+    /// Records that the record at `offset` failed its CRC; `true` if that is news.
+    pub(crate) fn mark_damaged(&self, offset: u64) -> bool {
+        self.damaged_at.fetch_min(offset, Ordering::AcqRel) > offset
+    }
+
+    /// Checks every published record from byte `position` (the record with offset `offset`) up to
+    /// `end_offset` (length, CRC, fields, offsets in sequence): the one full pass over a stored segment.
+    /// Marks the segment damaged at the first record that fails and returns its offset.
+    pub(crate) fn verify_from(&self, mut position: usize, mut offset: u64, end_offset: u64) -> Option<u64> {
+        let bytes = self.published();
+        while offset < end_offset && position < bytes.len() {
+            match protocol::RecordView::decode(&bytes[position..]) {
+                Ok(Some((view, len))) if view.offset() == offset => {
+                    position += len;
+                    offset += 1;
+                }
+                _ => {
+                    self.mark_damaged(offset);
+                    return Some(offset);
+                }
+            }
+        }
+        None
     }
 
     /// Offset of the first record.

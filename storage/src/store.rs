@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::Error;
+use crate::integrity::ScrubCursor;
 use crate::log::{Log, LogParts};
 use crate::meta::{Meta, SegmentRow, TopicRow};
 use crate::paths::{lock_path, meta_path, remove_dir_logged, sync_dir, topic_dir, topic_root, topics_root};
@@ -54,6 +55,8 @@ struct StoreInner {
     /// Serialises changes to the set of topics (create, delete, start and commit a replacement), so that
     /// a check and the change it guards cannot interleave with another change.
     admin: Mutex<()>,
+    /// Where the background scrub goes on from.
+    scrub: Mutex<ScrubCursor>,
     /// The locked `LOCK` file; the lock lasts as long as the file is open.
     _lock: File,
 }
@@ -88,6 +91,7 @@ impl Store {
                 topics_tx,
                 next_generation: AtomicU64::new(recovered.max_generation + 1),
                 admin: Mutex::new(()),
+                scrub: Mutex::new(ScrubCursor::default()),
                 _lock: lock,
             }),
         })
@@ -216,6 +220,16 @@ impl Store {
     /// A receiver bumped whenever a topic is created, replaced or deleted (for wildcard subscribers).
     pub fn subscribe_topics(&self) -> watch::Receiver<u64> {
         self.inner.topics_tx.subscribe()
+    }
+
+    /// Where the background scrub goes on from.
+    pub(crate) fn scrub_cursor(&self) -> ScrubCursor {
+        self.inner.scrub.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Records where the next scrub step starts.
+    pub(crate) fn set_scrub_cursor(&self, cursor: ScrubCursor) {
+        *self.inner.scrub.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = cursor;
     }
 
     /// Whether an append could allocate disk space again (a preallocation chunk, at most 1 MiB) after one failed:

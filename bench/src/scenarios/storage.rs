@@ -257,5 +257,18 @@ fn read_case(store: &Store, size: usize, stop: &AtomicBool) -> Result<Vec<Figure
         figures.push(figure);
         figures.push(Figure::new(&format!("{what} {size} B sealed: MB/s"), mb_per_s(bytes, elapsed), "MB/s"));
     }
+    // The background scrub: every sealed segment once, CRCs checked, on this one thread.
+    let began = Instant::now();
+    let step = store.scrub(u64::MAX);
+    let elapsed = began.elapsed();
+    if step.bytes_checked > 0 {
+        figures.push(Figure::new(
+            &format!("scrub {size} B sealed: MB/s"),
+            mb_per_s(step.bytes_checked, elapsed),
+            "MB/s",
+        ));
+        let per_gb_ms = elapsed.as_secs_f64() * 1e3 / (step.bytes_checked as f64 / 1e9);
+        figures.push(Figure::new(&format!("scrub {size} B sealed: CPU per GB"), per_gb_ms, "ms"));
+    }
     Ok(figures)
 }

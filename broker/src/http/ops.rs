@@ -55,6 +55,7 @@ fn refresh_gauges(node: &Node) {
         storage_bytes = storage_bytes.saturating_add(log.stats().size_bytes);
     }
     metrics.storage_bytes.set(gauge_value(storage_bytes));
+    metrics.damaged_segments.set(gauge_value(node.store.damaged_segments().len() as u64));
     // Groups of deleted topics must disappear, so the family is rebuilt on every scrape.
     metrics.group_lag.clear();
     for row in node.groups.snapshot() {

@@ -1,0 +1,128 @@
+//! Repairing damaged segments. Storage marks a segment damaged when a check finds a record that fails its
+//! CRC (the background scrub, or a receiver that refused bytes this node sent) and stops serving it from
+//! that record on; this task notices, and on a relaying node fetches the segment's records from the parent
+//! (the HTTP fetch endpoint, raw bytes: the same records, byte for byte) and has storage switch them in.
+//! ROOT holds the only copy: it says so once, in one line, and the range stays unserved (and counted in
+//! `relay_damaged_segments`) until an operator restores it. Readers waiting at the damage wake once it
+//! is repaired.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use storage::{DamagedSegment, Log};
+
+use crate::node::Node;
+
+/// How often the store is looked at for damage.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// The most bytes one fetch from the parent asks for.
+const FETCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long one fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Repairs damaged segments until the node shuts down.
+pub async fn run_repairs(node: Arc<Node>) {
+    let http = match reqwest::Client::builder().timeout(FETCH_TIMEOUT).build() {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the HTTP client that repairs damaged segments");
+            return;
+        }
+    };
+    let shutdown = node.shutdown.clone();
+    let mut reported: HashSet<(String, u64)> = HashSet::new();
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+        for damaged in node.store.damaged_segments() {
+            let key = (damaged.topic.clone(), damaged.base_offset);
+            let Some(log) = node.store.topic(&damaged.topic) else { continue };
+            if node.is_root() || !damaged.sealed {
+                if reported.insert(key) {
+                    let why = if node.is_root() {
+                        "ROOT holds the only copy; restore it from a backup"
+                    } else {
+                        "the segment is still being written; it is repaired once sealed"
+                    };
+                    tracing::error!(topic = %damaged.topic, from = damaged.damaged_at, to = damaged.end_offset,
+                        "a damaged range cannot be repaired here ({why}); it is not served");
+                }
+                continue;
+            }
+            let Some(parent) = node.pipe.snapshot().connected_parent().cloned() else { continue };
+            let started = Instant::now();
+            let repaired = match fetch_segment(&http, &parent.http_addr, &log, &damaged).await {
+                Ok(records) => {
+                    let log = Arc::clone(&log);
+                    let base = damaged.base_offset;
+                    tokio::task::spawn_blocking(move || log.repair_segment(base, records))
+                        .await
+                        .map_err(|error| error.to_string())
+                        .and_then(|repaired| repaired.map_err(|error| error.to_string()))
+                }
+                Err(error) => Err(error),
+            };
+            match repaired {
+                Ok(()) => {
+                    reported.remove(&key);
+                    tracing::info!(topic = %damaged.topic, from = damaged.base_offset, to = damaged.end_offset,
+                        parent = %parent.id, elapsed_ms = started.elapsed().as_millis() as u64,
+                        "repaired a damaged range from the parent");
+                }
+                Err(reason) => tracing::warn!(topic = %damaged.topic, from = damaged.base_offset, %reason,
+                    "repairing a damaged range from the parent failed; trying again"),
+            }
+        }
+    }
+}
+
+/// The records of the damaged segment's whole range, fetched from the parent as raw bytes.
+async fn fetch_segment(
+    http: &reqwest::Client,
+    parent: &str,
+    log: &Log,
+    damaged: &DamagedSegment,
+) -> Result<Bytes, String> {
+    let mut records = BytesMut::new();
+    let mut from = damaged.base_offset;
+    while from < damaged.end_offset {
+        let url = format!("http://{parent}/api/v1/topics/{}/records", damaged.topic);
+        let response = http
+            .get(&url)
+            .query(&[
+                ("from", from.to_string()),
+                ("limit", (damaged.end_offset - from).to_string()),
+                ("max_bytes", FETCH_BYTES.to_string()),
+            ])
+            .header(reqwest::header::ACCEPT, "application/octet-stream")
+            .send()
+            .await
+            .map_err(|error| format!("GET {url}: {error}"))?;
+        if !response.status().is_success() {
+            return Err(format!("GET {url}: {}", response.status()));
+        }
+        let header = |name: &str| {
+            response.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_string)
+        };
+        if header("x-topic-uid").as_deref() != Some(log.uid().to_string().as_str()) {
+            return Err(format!("the parent holds another history of {:?}", damaged.topic));
+        }
+        let next: u64 = header("x-next-offset").and_then(|next| next.parse().ok()).unwrap_or(from);
+        let body = response.bytes().await.map_err(|error| format!("GET {url}: {error}"))?;
+        if next <= from || body.is_empty() {
+            return Err(format!("the parent sent nothing from offset {from}"));
+        }
+        records.extend_from_slice(&body);
+        from = next;
+    }
+    if from != damaged.end_offset {
+        return Err(format!("the parent's records end at {from}, the segment at {}", damaged.end_offset));
+    }
+    Ok(records.freeze())
+}
