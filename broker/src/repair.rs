@@ -43,15 +43,25 @@ pub async fn run_repairs(node: Arc<Node>) {
         for damaged in node.store.damaged_segments() {
             let key = (damaged.topic.clone(), damaged.base_offset);
             let Some(log) = node.store.topic(&damaged.topic) else { continue };
-            if node.is_root() || !damaged.sealed {
+            if !node.is_root() && !damaged.sealed {
+                // Only a sealed segment can be repaired: seal it; the next look repairs it.
+                let sealing = Arc::clone(&log);
+                match tokio::task::spawn_blocking(move || sealing.seal_damaged_active()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(topic = %damaged.topic, %error, "cannot seal a damaged segment")
+                    }
+                    Err(error) => {
+                        tracing::warn!(topic = %damaged.topic, %error, "cannot seal a damaged segment")
+                    }
+                }
+                continue;
+            }
+            if node.is_root() {
                 if reported.insert(key) {
-                    let why = if node.is_root() {
-                        "ROOT holds the only copy; restore it from a backup"
-                    } else {
-                        "the segment is still being written; it is repaired once sealed"
-                    };
                     tracing::error!(topic = %damaged.topic, from = damaged.damaged_at, to = damaged.end_offset,
-                        "a damaged range cannot be repaired here ({why}); it is not served");
+                        "a damaged range cannot be repaired here (ROOT holds the only copy; restore it from a \
+                         backup); it is not served");
                 }
                 continue;
             }

@@ -156,6 +156,18 @@ impl Log {
         Ok(())
     }
 
+    /// Seals the active segment now if it holds records and is damaged, so that it can be repaired (only a
+    /// sealed segment can be); new records go on into a new segment. `true` if it sealed one. Blocking.
+    pub fn seal_damaged_active(&self) -> Result<bool, Error> {
+        let mut writer = self.lock_writer();
+        let active = Arc::clone(writer.active.segment());
+        if active.damaged_at().is_none() || writer.active.position() == 0 || writer.closed {
+            return Ok(false);
+        }
+        self.roll(&mut writer, protocol::now_ms())?;
+        Ok(true)
+    }
+
     /// Logs damage the first time it is found.
     fn report(&self, segment: &Segment, offset: u64) {
         tracing::error!(topic = %self.name, offset, segment = %segment.path().display(),

@@ -81,3 +81,25 @@ fn a_check_of_a_refused_range_marks_exactly_the_damage() {
     let step = store.scrub(1);
     assert!(step.bytes_checked > 0 && step.damaged.is_empty(), "already known damage is not reported again");
 }
+
+#[test]
+fn a_damaged_active_segment_is_sealed_so_it_can_be_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_config(interval()));
+    let log = store.create_topic("t", uid(3), 0).unwrap();
+    append_n(&log, 100, 50);
+    let active = log.segments().last().unwrap().clone();
+    assert!(!active.sealed);
+    let good = bytes::Bytes::copy_from_slice(&log.read(0, 100, usize::MAX).unwrap().records);
+    flip(&active.path, 10);
+    assert_eq!(log.verify(0, 100), Some(0));
+    assert!(
+        matches!(log.repair_segment(0, good.clone()), Err(Error::BadRepair { .. })),
+        "still being written"
+    );
+    assert!(log.seal_damaged_active().unwrap());
+    append_n(&log, 10, 10);
+    log.repair_segment(0, good).unwrap();
+    check_records(&read_all(&log), 0, 110);
+    assert!(!log.seal_damaged_active().unwrap(), "nothing left to seal");
+}
