@@ -32,8 +32,9 @@
 //!   one naming another topic or a generation that is not there): its replacements being built (below) are
 //!   deleted and whatever else it holds is moved into the quarantine.
 //! - An identity file that is missing, unusable, or disagrees with SQLite, for a topic SQLite describes:
-//!   SQLite wins and the file is rewritten (the file is written before the SQLite change it mirrors, so a
-//!   crash between the two leaves it ahead of SQLite, never a copy behind it that is gone).
+//!   SQLite wins and the file is rewritten. (Creation and the commit of a full refresh write the file just
+//!   before SQLite, so after a crash between the two it names a complete copy; retention writes it just
+//!   after, so its log start may lag, which at worst adopts segment files retention had not yet deleted.)
 //! - A stray `topic.json.tmp` (a crash while the identity was written) is deleted: the file it was to
 //!   replace, or SQLite, is the truth.
 //!

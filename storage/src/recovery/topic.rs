@@ -191,13 +191,14 @@ impl TopicRun<'_> {
             sealed_ms,
             self.context.config.index_interval_bytes,
         )?;
-        if let Some(why) = &opened.rescanned {
-            if opened.truncated_bytes > 0 || !(self.rebuilding && row.is_none()) {
-                tracing::warn!(
-                    path = %path.display(), why, truncated_bytes = opened.truncated_bytes,
-                    "sealed segment rescanned"
-                );
-            }
+        // A rebuilt topic has no rows, so every segment is rescanned; only damage found is worth a warning.
+        if let Some(why) = &opened.rescanned
+            && (opened.truncated_bytes > 0 || !(self.rebuilding && row.is_none()))
+        {
+            tracing::warn!(
+                path = %path.display(), why, truncated_bytes = opened.truncated_bytes,
+                "sealed segment rescanned"
+            );
         }
         let Some(segment) = opened.segment else {
             if file_len == 0 {
