@@ -31,8 +31,11 @@
 //! - A topic directory SQLite does not describe that cannot be rebuilt (no identity file, an unusable one,
 //!   one naming another topic or a generation that is not there): its replacements being built (below) are
 //!   deleted and whatever else it holds is moved into the quarantine.
-//! - An identity file that is missing, unusable, or disagrees with SQLite, for a topic SQLite describes:
-//!   SQLite wins and the file is rewritten. (Creation and the commit of a full refresh write the file just
+//! - A topic whose committed generation in SQLite is not there, while its identity file names another
+//!   generation that is (a `meta.sqlite` older than the last full refresh, restored from a backup): the
+//!   identity wins, the topic row is switched to that generation and rebuilt from its files as above.
+//! - Otherwise, an identity file that is missing, unusable, or disagrees with SQLite, for a topic SQLite
+//!   describes: SQLite wins and the file is rewritten. (Creation and the commit of a full refresh write the file just
 //!   before SQLite, so after a crash between the two it names a complete copy; retention writes it just
 //!   after, so its log start may lag, which at worst adopts segment files retention had not yet deleted.)
 //! - A stray `topic.json.tmp` (a crash while the identity was written) is deleted: the file it was to
@@ -177,7 +180,7 @@ pub(crate) fn recover(
     let quarantine = Quarantine::new(root, now_ms());
     let mut max_generation = 0;
     let mut identities = HashMap::new();
-    let mut rebuilt = BTreeSet::new();
+    let mut rebuilt = BTreeMap::new();
     for (name, path) in list_dir(&topics_root(root))? {
         if !path.is_dir() {
             tracing::warn!(path = %path.display(), "unexpected file among the topic directories; ignored");
@@ -185,13 +188,28 @@ pub(crate) fn recover(
         }
         let identity = read_identity(&path)?;
         let row = match topics.get(&name) {
-            Some(row) => row.clone(),
+            Some(row) => match newer_generation(root, row, &identity) {
+                Some(found) => {
+                    let stale = row.generation;
+                    let row = found.to_row();
+                    meta.commit_replace(&row, Some(stale))?;
+                    topics.insert(name.clone(), row.clone());
+                    let why = format!(
+                        "meta.sqlite named generation {stale}, which is not there, and the identity file \
+                         generation {}, which is",
+                        row.generation
+                    );
+                    rebuilt.insert(name.clone(), why);
+                    row
+                }
+                None => row.clone(),
+            },
             None => match rebuildable(root, &name, &identity) {
                 Ok(found) => {
                     let row = found.to_row();
                     meta.insert_topic(&row)?;
                     topics.insert(name.clone(), row.clone());
-                    rebuilt.insert(name.clone());
+                    rebuilt.insert(name.clone(), condition.rebuild_reason());
                     row
                 }
                 Err(why) => {
@@ -218,21 +236,32 @@ pub(crate) fn recover(
     let mut logs = Vec::with_capacity(topics.len());
     for topic in topics.values() {
         max_generation = max_generation.max(topic.generation);
-        let is_rebuilt = rebuilt.contains(&topic.name);
-        let log = recover_topic(&context, topic, is_rebuilt)?;
+        let reason = rebuilt.get(&topic.name);
+        let log = recover_topic(&context, topic, reason.is_some())?;
         let identity = identities.remove(&topic.name).unwrap_or(IdentityRead::Missing);
         keep_identity(root, &log, topic, identity)?;
-        if is_rebuilt {
+        if let Some(reason) = reason {
             let (name, uid, start, end) = (log.name(), log.uid(), log.log_start(), log.next_offset());
             tracing::warn!(
                 topic = name, %uid, generation = topic.generation, log_start = start, next_offset = end,
-                "rebuilt topic {name} (uid {uid}, offsets {start}..{end}) from its files; {}",
-                condition.rebuild_reason()
+                "rebuilt topic {name} (uid {uid}, offsets {start}..{end}) from its files; {reason}"
             );
         }
         logs.push(log);
     }
     Ok(Recovered { logs, max_generation })
+}
+
+/// The identity to follow instead of SQLite's row, when SQLite names a committed generation that is not
+/// there and the identity file names another that is (a `meta.sqlite` older than the last full refresh,
+/// such as one restored from a backup).
+fn newer_generation(root: &Path, row: &TopicRow, identity: &IdentityRead) -> Option<TopicIdentity> {
+    let IdentityRead::Valid(found) = identity else { return None };
+    let usable = found.name == row.name
+        && found.generation != row.generation
+        && !topic_dir(root, &row.name, row.generation).is_dir()
+        && topic_dir(root, &row.name, found.generation).is_dir();
+    usable.then(|| found.clone())
 }
 
 /// The identity to rebuild an undescribed topic directory from, or why there is none.

@@ -338,3 +338,31 @@ fn an_undescribed_topic_with_a_bad_identity_is_quarantined_whole() {
     assert_eq!(segment_files(&moved), files, "every segment file is there, whole");
     assert_eq!(std::fs::read(moved.join("topic.json")).unwrap(), b"not json");
 }
+
+#[test]
+fn a_meta_sqlite_older_than_the_last_refresh_follows_the_identity_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path(), config());
+        append_n(&store.create_topic("t", uid(1), 0).unwrap(), 100, 20);
+    }
+    let backup = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("meta.sqlite"), backup.path().join("meta.sqlite")).unwrap();
+    let expected = {
+        let store = open(dir.path(), config());
+        let replacement = store.begin_replace("t", uid(2), 500).unwrap();
+        append_n(replacement.log(), 40, 10);
+        store.commit_replace(replacement).unwrap();
+        state(&store)
+    };
+    // The backup is restored: it names the first generation, which the refresh deleted.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("meta.sqlite{suffix}")));
+    }
+    std::fs::copy(backup.path().join("meta.sqlite"), dir.path().join("meta.sqlite")).unwrap();
+
+    let store = open(dir.path(), config());
+    assert_eq!(state(&store), expected);
+    assert_eq!(store.topic("t").unwrap().uid(), uid(2));
+    assert!(quarantined(dir.path()).is_empty());
+}
