@@ -59,6 +59,19 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// The metadata database file cannot be used at all: SQLite does not recognise it as a database, finds
+    /// it damaged, or its schema is not one this build knows. Opening a store moves such a file aside and
+    /// rebuilds the database from the topics' identity files and segment files.
+    #[error("segment metadata {path} is unusable: {detail}")]
+    UnusableMeta {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+        /// SQLite's error, when SQLite reported the problem.
+        #[source]
+        source: Option<rusqlite::Error>,
+    },
     /// Another store (in this or another process) has the data directory open.
     #[error("the data directory lock {path} is held by another store: {source}")]
     Locked {

@@ -9,9 +9,13 @@
 //! ```text
 //! {dir}/meta.sqlite                          topics and segments (meta.rs)
 //! {dir}/LOCK                                 held while a Store has the directory open
+//! {dir}/topics/{name}/topic.json             the topic's identity, beside its segments (identity.rs)
 //! {dir}/topics/{name}/{generation}/{base:020}.log     segment files (segment.rs)
 //! {dir}/topics/{name}/{generation}/{base:020}.index   sparse index of a sealed segment (index.rs)
+//! {dir}/quarantine/                          what recovery could not account for (quarantine.rs)
 //! ```
+//!
+//! Losing `meta.sqlite` loses no data: recovery rebuilds it from the identity files and the segment files.
 //!
 //! Architecture invariant: this crate never speaks to the network, and it is the only code that writes a
 //! segment file. It knows nothing of the tree, of consumers or of frames; it stores and serves records.
@@ -19,11 +23,13 @@
 mod append;
 mod config;
 mod error;
+mod identity;
 mod index;
 mod integrity;
 mod log;
 mod meta;
 mod paths;
+mod quarantine;
 mod read;
 mod recovery;
 mod replace;

@@ -6,15 +6,33 @@
 //! recovery or replaced, never per record or per append: the segment files themselves are the truth about
 //! records, and recovery reconciles this database with them. Offsets are stored as SQLite integers holding
 //! the bits of the `u64`.
+//!
+//! Opening checks that the file is a database of this schema ([`Meta::open`]); one that is not is
+//! [`Error::UnusableMeta`], which recovery answers by moving the file aside and rebuilding it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use protocol::TopicUid;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, ErrorCode, params};
 
 use crate::error::Error;
+
+/// The schema version this build writes and reads (SQLite's `user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+/// The columns every query of this module uses, one statement per table: preparing them proves that an
+/// existing database has this schema.
+const SCHEMA_PROBES: [(&str, &str); 2] = [
+    ("topics", "SELECT name, uid, generation, log_start, created_ms FROM topics LIMIT 0"),
+    (
+        "segments",
+        "SELECT topic, generation, base_offset, last_offset, size_bytes, sealed, created_ms, sealed_ms,
+         last_timestamp_ms FROM segments LIMIT 0",
+    ),
+];
 
 /// The schema; `user_version` tells future versions what they are looking at.
 const SCHEMA: &str = "
@@ -110,11 +128,15 @@ fn from_sql(value: i64) -> u64 {
 
 impl Meta {
     /// Opens (creating if needed) the database at `path`, in WAL mode with full synchronous commits so
-    /// that a committed change survives a power loss.
+    /// that a committed change survives a power loss. An existing file is checked before anything is
+    /// written to it: SQLite must recognise it, its quick integrity check must pass, and its tables must
+    /// have this build's schema; otherwise the answer is [`Error::UnusableMeta`]. Other failures (I/O,
+    /// permissions, a lock) are [`Error::Meta`]: the file may be fine, so it must not be moved aside.
     pub(crate) fn open(path: &Path) -> Result<Meta, Error> {
-        let error = |op| move |source| Error::Meta { op, path: path.to_path_buf(), source };
+        let error = |op| classify(op, path);
         let connection = Connection::open(path).map_err(error("open the database"))?;
         connection.busy_timeout(Duration::from_secs(5)).map_err(error("set the busy timeout"))?;
+        check_existing(&connection, path)?;
         let _mode: String = connection
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(error("switch to WAL mode"))?;
@@ -194,6 +216,38 @@ impl Meta {
         let mut segments = rows.collect::<Result<Vec<_>, _>>().map_err(self.error("list segments"))?;
         segments.sort_by_key(|segment| segment.base_offset);
         Ok(segments)
+    }
+
+    /// Every (topic, generation) that has segment rows, committed or not. A generation with rows that is
+    /// not a topic's committed one is a replacement being built (or one that never finished).
+    pub(crate) fn generations_with_segments(&self) -> Result<BTreeSet<(String, u64)>, Error> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare("SELECT DISTINCT topic, generation FROM segments")
+            .map_err(self.error("list generations"))?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, from_sql(row.get(1)?))))
+            .map_err(self.error("list generations"))?;
+        rows.collect::<Result<_, _>>().map_err(self.error("list generations"))
+    }
+
+    /// Records a topic rebuilt from its identity file, without segment rows (recovery adds them as it
+    /// adopts the segment files).
+    pub(crate) fn insert_topic(&self, topic: &TopicRow) -> Result<(), Error> {
+        self.connection()
+            .execute(
+                "INSERT INTO topics (name, uid, generation, log_start, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    topic.name,
+                    topic.uid.to_string(),
+                    to_sql(topic.generation),
+                    to_sql(topic.log_start),
+                    to_sql(topic.created_ms)
+                ],
+            )
+            .map(|_| ())
+            .map_err(self.error("rebuild a topic"))
     }
 
     /// The committed generation of a topic, if the topic exists.
@@ -344,6 +398,62 @@ impl Meta {
     }
 }
 
+/// Wraps an SQLite error from opening `path`: damage SQLite recognises (not a database, corrupt) makes
+/// the file unusable; anything else is an ordinary failure.
+fn classify<'a>(op: &'static str, path: &'a Path) -> impl Fn(rusqlite::Error) -> Error + 'a {
+    move |source| match source.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Error::UnusableMeta {
+            path: path.to_path_buf(),
+            detail: format!("cannot {op}: {source}"),
+            source: Some(source),
+        },
+        _ => Error::Meta { op, path: path.to_path_buf(), source },
+    }
+}
+
+/// Checks, without writing, that an existing database can be used: SQLite reads it, its schema version is
+/// not newer than this build's, its quick integrity check passes, and the tables it already has hold the
+/// columns this module uses. A new, empty file passes.
+fn check_existing(connection: &Connection, path: &Path) -> Result<(), Error> {
+    let unusable = |detail: String, source: Option<rusqlite::Error>| Error::UnusableMeta {
+        path: path.to_path_buf(),
+        detail,
+        source,
+    };
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(classify("read the schema version", path))?;
+    if version > SCHEMA_VERSION {
+        return Err(unusable(format!("schema version {version}; this build knows {SCHEMA_VERSION}"), None));
+    }
+    let mut statement =
+        connection.prepare("PRAGMA quick_check").map_err(classify("check the database", path))?;
+    let problems: Vec<String> = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(classify("check the database", path))?;
+    if problems != ["ok"] {
+        let shown: Vec<_> = problems.iter().take(3).map(String::as_str).collect();
+        return Err(unusable(format!("integrity check failed: {}", shown.join("; ")), None));
+    }
+    for (table, probe) in SCHEMA_PROBES {
+        let exists: bool = connection
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+                params![table],
+                |row| row.get(0),
+            )
+            .map_err(classify("read the schema", path))?;
+        if exists && let Err(source) = connection.prepare(probe) {
+            return Err(unusable(
+                format!("table {table} does not have this build's columns: {source}"),
+                Some(source),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Inserts or replaces one segment row.
 fn upsert_segment(
     connection: &Connection,
@@ -409,6 +519,45 @@ mod tests {
         meta.remove_segments("b", 1, &[5], 100).unwrap();
         assert_eq!(meta.segments("b", 1).unwrap().len(), 1);
         assert_eq!(meta.topics().unwrap()[1].log_start, 100);
+    }
+
+    #[test]
+    fn files_that_are_not_this_database_are_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.sqlite");
+        std::fs::write(&garbage, vec![0x5a; 10_000]).unwrap();
+        let error = Meta::open(&garbage).unwrap_err();
+        assert!(matches!(error, Error::UnusableMeta { source: Some(_), .. }), "{error}");
+
+        let foreign = dir.path().join("foreign.sqlite");
+        Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE topics (id INTEGER);").unwrap();
+        let error = Meta::open(&foreign).unwrap_err();
+        assert!(matches!(error, Error::UnusableMeta { .. }), "{error}");
+
+        let newer = dir.path().join("newer.sqlite");
+        Connection::open(&newer).unwrap().execute_batch("PRAGMA user_version = 2;").unwrap();
+        assert!(matches!(Meta::open(&newer), Err(Error::UnusableMeta { source: None, .. })));
+
+        let empty = dir.path().join("empty.sqlite");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(Meta::open(&empty).unwrap().topics().unwrap().is_empty());
+        let good = dir.path().join("good.sqlite");
+        Meta::open(&good).unwrap().create_topic(&topic("t", 1), &SegmentRow::active(0, 1)).unwrap();
+        assert_eq!(Meta::open(&good).unwrap().topics().unwrap().len(), 1, "a good file opens again");
+    }
+
+    #[test]
+    fn rebuilt_topics_and_generations_with_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("meta.sqlite")).unwrap();
+        meta.insert_topic(&topic("t", 4)).unwrap();
+        assert!(meta.insert_topic(&topic("t", 5)).is_err());
+        assert_eq!(meta.topics().unwrap(), vec![topic("t", 4)]);
+        assert!(meta.segments("t", 4).unwrap().is_empty());
+        meta.upsert_segments("t", 4, &[SegmentRow::active(5, 1)]).unwrap();
+        meta.upsert_segments("t", 6, &[SegmentRow::active(0, 1), SegmentRow::active(9, 1)]).unwrap();
+        let expected: BTreeSet<_> = [("t".to_string(), 4), ("t".to_string(), 6)].into();
+        assert_eq!(meta.generations_with_segments().unwrap(), expected);
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! together with the directory fsync that makes a new name durable. This module does no other I/O.
 //!
 //! ```text
-//! {root}/meta.sqlite
+//! {root}/meta.sqlite                                         (and SQLite's -wal and -shm beside it)
+//! {root}/meta.{why}-{time_ms}.sqlite                         an unusable database, moved aside
 //! {root}/LOCK
+//! {root}/topics/{name}/topic.json                            the topic's identity (identity.rs)
+//! {root}/topics/{name}/topic.json.tmp                        an identity being written
 //! {root}/topics/{name}/{generation}/{base_offset:020}.log
 //! {root}/topics/{name}/{generation}/{base_offset:020}.index
+//! {root}/quarantine/{time_ms}-{name}[-{generation}]/         what recovery could not account for
 //! ```
 //!
 //! A topic's files live in a generation directory so that a full refresh can build a new copy beside the
@@ -18,6 +22,19 @@ use crate::error::Error;
 
 /// The SQLite metadata file.
 const META_FILE: &str = "meta.sqlite";
+/// The stem and extension of a metadata file moved aside: `meta.{why}-{time_ms}.sqlite`.
+const META_ASIDE_STEM: &str = "meta";
+/// The extension of the metadata file.
+const META_EXTENSION: &str = "sqlite";
+/// The suffixes SQLite adds to the database's name for its companion files: the database itself, its
+/// write-ahead log and its shared-memory index. They belong together and move together.
+const META_COMPANION_SUFFIXES: [&str; 3] = ["", "-wal", "-shm"];
+/// The identity file in each topic's directory.
+const IDENTITY_FILE: &str = "topic.json";
+/// The suffix of an identity file being written, before it is renamed over the old one.
+const TEMP_SUFFIX: &str = ".tmp";
+/// The directory holding what recovery moved aside instead of deleting.
+const QUARANTINE_DIR: &str = "quarantine";
 /// The file locked while a store has the directory open.
 const LOCK_FILE: &str = "LOCK";
 /// The directory holding one directory per topic.
@@ -46,6 +63,19 @@ pub(crate) fn space_probe_path(root: &Path) -> PathBuf {
     root.join(".space-probe")
 }
 
+/// The metadata database and its companion files (write-ahead log, shared-memory index), in that order.
+pub(crate) fn meta_files(root: &Path) -> [PathBuf; 3] {
+    META_COMPANION_SUFFIXES.map(|suffix| root.join(format!("{META_FILE}{suffix}")))
+}
+
+/// Where the metadata database and its companion files go when they are moved aside, in the order of
+/// [`meta_files`]: `meta.{why}-{time_ms}.sqlite` and the same name with `-wal` and `-shm`, so that SQLite
+/// opens a moved database together with its own log.
+pub(crate) fn meta_aside_files(root: &Path, why: &str, time_ms: u64) -> [PathBuf; 3] {
+    META_COMPANION_SUFFIXES
+        .map(|suffix| root.join(format!("{META_ASIDE_STEM}.{why}-{time_ms}.{META_EXTENSION}{suffix}")))
+}
+
 /// The lock file of the store at `root`.
 pub(crate) fn lock_path(root: &Path) -> PathBuf {
     root.join(LOCK_FILE)
@@ -59,6 +89,40 @@ pub(crate) fn topics_root(root: &Path) -> PathBuf {
 /// The directory holding every generation of one topic.
 pub(crate) fn topic_root(root: &Path, name: &str) -> PathBuf {
     topics_root(root).join(name)
+}
+
+/// The identity file of a topic, in the directory that holds its generations ([`topic_root`]).
+pub(crate) fn identity_path(topic_root: &Path) -> PathBuf {
+    topic_root.join(IDENTITY_FILE)
+}
+
+/// The temporary file an identity is written to before it is renamed to [`identity_path`].
+pub(crate) fn identity_temp_path(topic_root: &Path) -> PathBuf {
+    topic_root.join(format!("{IDENTITY_FILE}{TEMP_SUFFIX}"))
+}
+
+/// The directory recovery moves unaccountable files into.
+pub(crate) fn quarantine_root(root: &Path) -> PathBuf {
+    root.join(QUARANTINE_DIR)
+}
+
+/// One entry of the quarantine: `{time_ms}-{name}` for a whole topic directory, `{time_ms}-{name}-{generation}`
+/// for a generation or files of one; `attempt` > 0 adds `.{attempt}` when the name is taken.
+pub(crate) fn quarantine_dir(
+    root: &Path,
+    time_ms: u64,
+    topic: &str,
+    generation: Option<u64>,
+    attempt: u32,
+) -> PathBuf {
+    let mut name = format!("{time_ms}-{topic}");
+    if let Some(generation) = generation {
+        name.push_str(&format!("-{generation}"));
+    }
+    if attempt > 0 {
+        name.push_str(&format!(".{attempt}"));
+    }
+    quarantine_root(root).join(name)
 }
 
 /// The directory holding one generation (one complete copy) of a topic's segments.
@@ -99,6 +163,28 @@ pub(crate) fn parse_topic_file(file_name: &str) -> Option<TopicFile> {
         return parse_base(digits).map(TopicFile::Index);
     }
     None
+}
+
+/// What an entry of a topic's directory ([`topic_root`]) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TopicRootEntry {
+    /// A generation directory with this number.
+    Generation(u64),
+    /// The identity file.
+    Identity,
+    /// An identity file whose writing never finished.
+    IdentityTemp,
+}
+
+/// Parses a name found in a topic's directory.
+pub(crate) fn parse_topic_root_entry(name: &str) -> Option<TopicRootEntry> {
+    if name == IDENTITY_FILE {
+        return Some(TopicRootEntry::Identity);
+    }
+    if name.strip_suffix(TEMP_SUFFIX) == Some(IDENTITY_FILE) {
+        return Some(TopicRootEntry::IdentityTemp);
+    }
+    parse_generation(name).map(TopicRootEntry::Generation)
 }
 
 /// Parses a generation directory name written by [`topic_dir`].
@@ -149,6 +235,34 @@ mod tests {
         assert_eq!(parse_topic_file(&name(&segment)), Some(TopicFile::Segment(42)));
         assert_eq!(parse_topic_file(&name(&index)), Some(TopicFile::Index(u64::MAX)));
         assert_eq!(parse_generation("3"), Some(3));
+        let topic = topic_root(Path::new("/data"), "prices");
+        assert_eq!(identity_path(&topic), Path::new("/data/topics/prices/topic.json"));
+        assert_eq!(parse_topic_root_entry(&name(&identity_path(&topic))), Some(TopicRootEntry::Identity));
+        assert_eq!(
+            parse_topic_root_entry(&name(&identity_temp_path(&topic))),
+            Some(TopicRootEntry::IdentityTemp)
+        );
+        assert_eq!(parse_topic_root_entry("3"), Some(TopicRootEntry::Generation(3)));
+        assert_eq!(parse_topic_root_entry("topic.json.old"), None);
+    }
+
+    #[test]
+    fn aside_and_quarantine_names() {
+        let root = Path::new("/data");
+        let [db, wal, shm] = meta_files(root);
+        assert_eq!(
+            (db.as_path(), wal.as_path(), shm.as_path()),
+            (
+                Path::new("/data/meta.sqlite"),
+                Path::new("/data/meta.sqlite-wal"),
+                Path::new("/data/meta.sqlite-shm")
+            )
+        );
+        let [db, wal, _] = meta_aside_files(root, "corrupt", 17);
+        assert_eq!(db, Path::new("/data/meta.corrupt-17.sqlite"));
+        assert_eq!(wal, Path::new("/data/meta.corrupt-17.sqlite-wal"));
+        assert_eq!(quarantine_dir(root, 5, "t", Some(3), 0), Path::new("/data/quarantine/5-t-3"));
+        assert_eq!(quarantine_dir(root, 5, "t", None, 2), Path::new("/data/quarantine/5-t.2"));
     }
 
     #[test]

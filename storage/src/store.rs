@@ -1,5 +1,7 @@
 //! The store: one data directory, its lock, its metadata database and every topic's log. It owns topic
-//! creation, deletion and the switch of a full refresh; each log owns its own appends and reads.
+//! creation, deletion and the switch of a full refresh, and keeps each topic's identity file in step with
+//! them (under the admin lock, so identity writes never interleave); each log owns its own appends and
+//! reads.
 //!
 //! `Store` is a cheap `Clone` handle (an `Arc` inside); the directory stays locked, and a best-effort
 //! flush runs, when the last handle is dropped. Logs handed out stay usable while a task holds them.
@@ -16,11 +18,12 @@ use tokio::sync::watch;
 
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::Error;
+use crate::identity::{TopicIdentity, remove_identity, write_identity};
 use crate::integrity::ScrubCursor;
 use crate::log::{Log, LogParts};
 use crate::meta::{Meta, SegmentRow, TopicRow};
-use crate::paths::{lock_path, meta_path, remove_dir_logged, sync_dir, topic_dir, topic_root, topics_root};
-use crate::recovery::recover;
+use crate::paths::{lock_path, remove_dir_logged, sync_dir, topic_dir, topic_root, topics_root};
+use crate::recovery::{open_meta, recover};
 use crate::replace::Replacement;
 use crate::retention::RetentionReport;
 use crate::writer::SegmentWriter;
@@ -62,8 +65,9 @@ struct StoreInner {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`: locks the directory, opens the metadata and recovers
-    /// every topic (see `recovery.rs` for what recovery repairs).
+    /// Opens (creating if needed) the store in `dir`: locks the directory, opens the metadata (rebuilding
+    /// it from the topics' identity and segment files if it is missing or unusable) and recovers every
+    /// topic (see `recovery.rs` for what recovery repairs).
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Store, Error> {
         config.validate()?;
         let root = dir.as_ref().to_path_buf();
@@ -78,8 +82,9 @@ impl Store {
             );
         }
         let config = Arc::new(config);
-        let meta = Arc::new(Meta::open(&meta_path(&root))?);
-        let recovered = recover(&root, &config, &meta)?;
+        let (meta, condition) = open_meta(&root)?;
+        let meta = Arc::new(meta);
+        let recovered = recover(&root, &config, &meta, &condition)?;
         let topics = recovered.logs.into_iter().map(|log| (log.name().to_string(), Arc::new(log))).collect();
         let (topics_tx, _) = watch::channel(0);
         Ok(Store {
@@ -118,7 +123,9 @@ impl Store {
     }
 
     /// Creates a topic whose log starts at `first_offset` (a relay's copy starts where its parent's log
-    /// starts). Fails with [`Error::TopicExists`] if the name is taken.
+    /// starts). Fails with [`Error::TopicExists`] if the name is taken. The identity file is written
+    /// before the SQLite row: a crash between the two leaves a topic recovery rebuilds, never files
+    /// nobody can account for.
     pub fn create_topic(&self, name: &str, uid: TopicUid, first_offset: u64) -> Result<Arc<Log>, Error> {
         check_name(name)?;
         let _admin = self.admin();
@@ -133,9 +140,14 @@ impl Store {
             log_start: first_offset,
             created_ms: log.created_ms,
         };
-        if let Err(error) =
+        let topic_root = topic_root(&self.inner.root, name);
+        let created = write_identity(&topic_root, &TopicIdentity::of_row(&row)).and_then(|()| {
             self.inner.meta.create_topic(&row, &SegmentRow::active(first_offset, log.created_ms))
-        {
+        });
+        if let Err(error) = created {
+            if let Err(error) = remove_identity(&topic_root) {
+                tracing::warn!(topic = name, %error, "cannot remove the identity file of a failed creation");
+            }
             remove_dir_logged(&log.dir, "topic creation failed");
             return Err(error);
         }
@@ -159,18 +171,24 @@ impl Store {
     }
 
     /// Deletes a topic and its files. Its log is closed: appends fail and waiting readers wake with an
-    /// error; bytes already read stay valid.
+    /// error; bytes already read stay valid. The identity file goes first, so that a crash part-way never
+    /// brings the topic back from its files.
     pub fn delete_topic(&self, name: &str) -> Result<(), Error> {
         let _admin = self.admin();
         let Some(log) = self.topic(name) else {
             return Err(Error::UnknownTopic { name: name.to_string() });
         };
-        self.inner.meta.delete_topic(name)?;
+        let topic_root = topic_root(&self.inner.root, name);
+        remove_identity(&topic_root)?;
+        if let Err(error) = self.inner.meta.delete_topic(name) {
+            self.restore_identity(&log);
+            return Err(error);
+        }
         self.topic_map_mut().remove(name);
         log.close();
         remove_dir_logged(&log.dir, "topic deleted");
         // Succeeds only if no other generation (a replacement being built) is left.
-        let _ = std::fs::remove_dir(topic_root(&self.inner.root, name));
+        let _ = std::fs::remove_dir(&topic_root);
         self.bump_topics();
         Ok(())
     }
@@ -190,23 +208,30 @@ impl Store {
         Ok(Replacement::new(Arc::new(log), Arc::clone(&self.inner.meta)))
     }
 
-    /// Switches the topic to the replacement's copy: flushes it, commits the switch in one SQLite
-    /// transaction, swaps the log readers find, closes the old log (waking its waiters with an error) and
-    /// deletes the old files. A crash before the transaction leaves the old copy; after it, the new one.
-    /// If this fails the replacement is discarded and the old copy stays.
+    /// Switches the topic to the replacement's copy: flushes it, writes the topic's identity file for the
+    /// new copy, commits the switch in one SQLite transaction, swaps the log readers find, closes the old
+    /// log (waking its waiters with an error) and deletes the old files. A crash before the transaction
+    /// leaves the old copy (or, if `meta.sqlite` is lost as well, the new one, which is complete); after it,
+    /// the new one. If this fails the replacement is discarded and the old copy stays.
     pub fn commit_replace(&self, replacement: Replacement) -> Result<Arc<Log>, Error> {
         let log = Arc::clone(replacement.log());
         log.flush()?;
         let _admin = self.admin();
         let old = self.topic(log.name());
-        let row = TopicRow {
-            name: log.name().to_string(),
-            uid: log.uid(),
-            generation: log.generation,
-            log_start: log.log_start(),
-            created_ms: log.created_ms,
-        };
-        self.inner.meta.commit_replace(&row, old.as_ref().map(|old| old.generation))?;
+        let row = identity_row(&log);
+        let topic_root = topic_root(&self.inner.root, log.name());
+        write_identity(&topic_root, &TopicIdentity::of_row(&row))?;
+        if let Err(error) = self.inner.meta.commit_replace(&row, old.as_ref().map(|old| old.generation)) {
+            match &old {
+                Some(old) => self.restore_identity(old),
+                None => {
+                    if let Err(error) = remove_identity(&topic_root) {
+                        tracing::warn!(topic = %row.name, %error, "cannot remove the identity file");
+                    }
+                }
+            }
+            return Err(error);
+        }
         replacement.disarm();
         self.topic_map_mut().insert(log.name().to_string(), Arc::clone(&log));
         if let Some(old) = old {
@@ -252,7 +277,10 @@ impl Store {
         let mut report = RetentionReport::default();
         let mut first_error = None;
         for log in self.topics() {
-            match log.enforce_retention(now) {
+            match log.enforce_retention(now).and_then(|removed| {
+                // The identity's log start follows; until it does it is behind, which recovery allows.
+                if removed.is_some() { self.update_identity(&log).map(|()| removed) } else { Ok(removed) }
+            }) {
                 Ok(Some(topic)) => report.add(topic),
                 Ok(None) => {}
                 Err(error) => {
@@ -270,6 +298,27 @@ impl Store {
     /// Flushes everything. The directory is unlocked once every handle is dropped.
     pub fn close(self) -> Result<(), Error> {
         self.flush_all()
+    }
+
+    /// Rewrites a topic's identity file from its log, if the log is still the topic's committed copy (a
+    /// replacement may have committed meanwhile, and its identity must not be overwritten with the old one).
+    fn update_identity(&self, log: &Arc<Log>) -> Result<(), Error> {
+        let _admin = self.admin();
+        let current = self.topic(log.name());
+        if !current.is_some_and(|current| Arc::ptr_eq(&current, log)) {
+            return Ok(());
+        }
+        let topic_root = topic_root(&self.inner.root, log.name());
+        write_identity(&topic_root, &TopicIdentity::of_row(&identity_row(log)))
+    }
+
+    /// Puts back the identity file of a committed copy after a change to it failed; a failure here is only
+    /// logged, because recovery rewrites the file from SQLite anyway.
+    fn restore_identity(&self, log: &Log) {
+        let topic_root = topic_root(&self.inner.root, log.name());
+        if let Err(error) = write_identity(&topic_root, &TopicIdentity::of_row(&identity_row(log))) {
+            tracing::warn!(topic = %log.name(), %error, "cannot restore the identity file");
+        }
     }
 
     /// Creates the directory and first segment of a new copy of a topic, in a new generation.
@@ -341,6 +390,17 @@ fn flush_logs(logs: &[Arc<Log>]) -> Result<(), Error> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The topic row (and so the identity) of a log as it stands.
+fn identity_row(log: &Log) -> TopicRow {
+    TopicRow {
+        name: log.name().to_string(),
+        uid: log.uid(),
+        generation: log.generation,
+        log_start: log.log_start(),
+        created_ms: log.created_ms,
+    }
 }
 
 /// Refuses a name that is not a valid topic name.

@@ -5,14 +5,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{append_n, check_records, copy_dir, open, read_all, small_config, uid};
+use common::{append_n, check_records, copy_dir, open, read_all, tiny_config, uid};
 use rand::{Rng, SeedableRng};
-use storage::{Error, FlushPolicy, LogConfig, SegmentInfo, index_path};
-
-/// Tiny segments, so that a few hundred records span several of them.
-fn tiny_config() -> LogConfig {
-    LogConfig { segment_bytes: 8 * 1024, index_interval_bytes: 256, ..small_config(FlushPolicy::Always) }
-}
+use storage::{Error, SegmentInfo, index_path};
 
 /// A closed store holding records 0..n of topic "t"; returns its segments.
 fn build(dir: &Path, n: u64) -> Vec<SegmentInfo> {
@@ -152,18 +147,55 @@ fn a_missing_first_segment_moves_the_log_start() {
     assert_eq!(count(dir.path(), "SELECT log_start FROM topics") as u64, start);
 }
 
+/// The one entry of the store's quarantine.
+fn only_quarantine_entry(dir: &Path) -> PathBuf {
+    let entries: Vec<_> =
+        std::fs::read_dir(dir.join("quarantine")).unwrap().map(|entry| entry.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    entries[0].clone()
+}
+
 #[test]
-fn a_gap_in_the_middle_deletes_what_comes_before_it() {
+fn a_gap_in_the_middle_quarantines_what_comes_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let segments = build(dir.path(), 400);
     assert!(segments.len() >= 4);
+    let first_bytes = std::fs::read(&segments[0].path).unwrap();
     std::fs::remove_file(&segments[1].path).unwrap();
     let store = open(dir.path(), tiny_config());
     let log = store.topic("t").unwrap();
     let start = segments[2].base_offset;
     assert_eq!((log.log_start(), log.next_offset()), (start, 400));
-    assert!(!segments[0].path.exists(), "the segment before the gap is deleted");
+    assert!(!segments[0].path.exists(), "the segment before the gap is no longer in the log");
     check_records(&common::read_all_from(&log, start, 1 << 20), start, 400 - start);
+    let generation = segments[0].path.parent().unwrap().file_name().unwrap().to_str().unwrap().to_string();
+    let entry = only_quarantine_entry(dir.path());
+    assert!(entry.to_str().unwrap().ends_with(&format!("-t-{generation}")), "{}", entry.display());
+    let moved = entry.join(segments[0].path.file_name().unwrap());
+    assert_eq!(std::fs::read(moved).unwrap(), first_bytes, "quarantined whole, not deleted");
+    assert!(entry.join(index_path(Path::new(""), segments[0].base_offset)).exists(), "with its index");
+}
+
+#[test]
+fn a_sealed_segment_without_a_valid_record_is_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = build(dir.path(), 400);
+    let last = segments.len() - 1;
+    let mut bytes = std::fs::read(&segments[last - 1].path).unwrap();
+    bytes[5] ^= 0xff;
+    std::fs::write(&segments[last - 1].path, &bytes).unwrap();
+    // Without its index the segment is scanned from its first record, which is now bad.
+    let topic_dir = segments[0].path.parent().unwrap();
+    std::fs::remove_file(index_path(topic_dir, segments[last - 1].base_offset)).unwrap();
+    let store = open(dir.path(), tiny_config());
+    let log = store.topic("t").unwrap();
+    // The gap it leaves quarantines everything before it too: new offsets continue from the last segment.
+    assert_eq!(log.log_start(), segments[last].base_offset);
+    let entry = only_quarantine_entry(dir.path());
+    assert_eq!(std::fs::read(entry.join(segments[last - 1].path.file_name().unwrap())).unwrap(), bytes);
+    for segment in &segments[..last] {
+        assert!(entry.join(segment.path.file_name().unwrap()).exists(), "{}", segment.path.display());
+    }
 }
 
 #[test]
@@ -223,12 +255,13 @@ fn a_sealed_segment_that_grew_is_rescanned_and_cut_back() {
 }
 
 #[test]
-fn stray_directories_are_deleted() {
+fn stray_directories_are_quarantined_not_deleted() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path(), 50);
     let stray_generation = dir.path().join("topics/t/999");
     let stray_topic = dir.path().join("topics/ghost/1");
     std::fs::create_dir_all(&stray_generation).unwrap();
+    std::fs::write(stray_generation.join("00000000000000000000.log"), b"y").unwrap();
     std::fs::create_dir_all(&stray_topic).unwrap();
     std::fs::write(stray_topic.join("00000000000000000000.log"), b"x").unwrap();
     std::fs::write(dir.path().join("topics/notes.txt"), b"not a topic").unwrap();
@@ -237,6 +270,16 @@ fn stray_directories_are_deleted() {
     assert!(!stray_generation.exists());
     assert!(!dir.path().join("topics/ghost").exists());
     assert_eq!(store.topics().len(), 1);
+    let mut entries: Vec<String> = std::fs::read_dir(dir.path().join("quarantine"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    entries.sort_by_key(|name| name.ends_with("-ghost"));
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries[0].ends_with("-t-999") && entries[1].ends_with("-ghost"), "{entries:?}");
+    let quarantine = dir.path().join("quarantine");
+    assert_eq!(std::fs::read(quarantine.join(&entries[0]).join("00000000000000000000.log")).unwrap(), b"y");
+    assert_eq!(std::fs::read(quarantine.join(&entries[1]).join("1/00000000000000000000.log")).unwrap(), b"x");
     assert!(dir.path().join("topics/notes.txt").exists(), "foreign files are left alone");
     check_records(&read_all(&store.topic("t").unwrap()), 0, 50);
     // A new generation never reuses a number seen on disk.

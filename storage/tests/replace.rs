@@ -19,9 +19,10 @@ fn batch(from: u64, to: u64) -> Vec<u8> {
     bytes
 }
 
-/// Number of generation directories of topic `name`.
+/// Number of generation directories of topic `name` (the identity file beside them is not one).
 fn generations(store: &Store, name: &str) -> usize {
-    std::fs::read_dir(store.dir().join("topics").join(name)).map_or(0, |dir| dir.count())
+    std::fs::read_dir(store.dir().join("topics").join(name))
+        .map_or(0, |dir| dir.filter(|entry| entry.as_ref().unwrap().path().is_dir()).count())
 }
 
 #[test]

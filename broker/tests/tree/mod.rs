@@ -296,9 +296,13 @@ impl Tree {
             .arg(&node.data_dir)
             .args(["--http-addr", &node.http.to_string(), "--consumer-addr", &node.tcp.to_string()])
             .args(["--test-endpoints", "--heartbeat", "500ms", "--pipe-heartbeat", "300ms"])
-            .args(["--pipe-reconnect-max", "1s", "--segment-bytes", "8M"])
+            .args(["--pipe-reconnect-max", "1s"])
             .args(&node.args)
             .env("RUST_LOG", "info,broker=debug");
+        // 8M segments unless the node's own flags choose (a flag cannot be given twice).
+        if !node.args.iter().any(|arg| arg == "--segment-bytes") {
+            command.args(["--segment-bytes", "8M"]);
+        }
         let log = self.dir.path().join(format!("{id}.log"));
         let mut process = Process::spawn(id, command, &log);
         let line = process.wait_for_line("broker started").await;

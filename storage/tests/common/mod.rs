@@ -21,6 +21,12 @@ pub fn small_config(flush: FlushPolicy) -> LogConfig {
     }
 }
 
+/// Tiny segments, so that a few hundred records span several of them; every append is flushed, so a copy
+/// of the directory taken while a store runs is what a crash would leave.
+pub fn tiny_config() -> LogConfig {
+    LogConfig { segment_bytes: 8 * 1024, index_interval_bytes: 256, ..small_config(FlushPolicy::Always) }
+}
+
 /// The interval policy tests use when they do not care about durability.
 pub fn interval() -> FlushPolicy {
     FlushPolicy::Interval(Duration::from_secs(1))
