@@ -202,7 +202,8 @@ fn fanout_and_refresh_drive_the_real_binaries_and_stop_them() {
 fn hop_and_tree_relay_through_the_pipe() {
     let bin_dir = relay_bin_dir();
     let out = tempfile::tempdir().unwrap();
-    bench(out.path(), &bin_dir, &["hop", "--count", "5000", "--size", "1K", "--inject-batch", "1000"]);
+    // Enough records that the child's CPU time spans several of the kernel's 10 ms accounting ticks.
+    bench(out.path(), &bin_dir, &["hop", "--count", "30000", "--size", "1K", "--inject-batch", "1000"]);
     let (run_dir, hop) = report(out.path(), "hop");
     check_common(&run_dir, &hop, "hop");
     assert!(figure(&hop, "pipe, one hop: records/s") > 0.0);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{AppProcess, POLL, WAIT, start_broker};
 use testkit::{Config, Level, TestBroker};
 
-/// Copies a directory tree.
+/// Copies a directory tree, as a backup of a stopped broker would.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -20,7 +20,12 @@ fn copy_dir(from: &Path, to: &Path) {
         if entry.file_type().unwrap().is_dir() {
             copy_dir(&entry.path(), &target);
         } else {
-            std::fs::copy(entry.path(), &target).unwrap();
+            // A SQLite companion file (-wal, -shm) may go away as the stopped broker's last handle closes.
+            match std::fs::copy(entry.path(), &target) {
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => panic!("cannot copy {}: {error}", entry.path().display()),
+            }
         }
     }
 }
