@@ -86,7 +86,8 @@ pub struct Config {
     #[arg(long, env = "BROKER_TOKEN", default_value = "", hide_env_values = true)]
     pub token: String,
 
-    /// Most consumer connections served at once; more wait in the listen backlog.
+    /// Most consumer connections served at once; a connection over the limit gets a fatal ERROR frame
+    /// saying so and is closed.
     #[arg(long, env = "BROKER_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 
