@@ -5,6 +5,9 @@
 //! line per failure. A failure that belongs to a single connection (reset or aborted before it was
 //! accepted) is skipped at once.
 //!
+//! The wait is for a local resource, so unlike the reconnect backoff of `client` (which spreads many
+//! clients' retries to a remote peer with jitter) it has no jitter and restarts at the first success.
+//!
 //! This module owns that arithmetic and those log lines; the loops that accept (the HTTP server in
 //! `http_server.rs`, the broker's consumer server) call [`accept_with_backoff`]. It knows nothing of what
 //! is served.

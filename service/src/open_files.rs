@@ -41,7 +41,7 @@ pub fn raise_open_files_limit(max_connections: u64) -> Option<u64> {
     if wanted > limit {
         tracing::warn!(
             limit,
-            max_connections,
+            connection_limits = max_connections,
             "the open-files limit is below what the connection limits allow; past it new connections wait \
              until others close (raise the limit, e.g. `ulimit -n` or LimitNOFILE=, or lower the connection \
              limits)"
