@@ -109,8 +109,11 @@ fn refusal_frame(max_connections: usize) -> Bytes {
 /// [`REFUSALS_AT_ONCE`] do, else with a non-blocking write and an immediate close.
 fn refuse(socket: TcpStream, peer: SocketAddr, refusal: &Bytes, refusals: &Arc<Semaphore>) {
     let Ok(lingering) = Arc::clone(refusals).try_acquire_owned() else {
-        // A fresh socket's send buffer is empty, so the frame nearly always fits whole.
-        if let Err(error) = socket.try_write(refusal) {
+        // One non-blocking write on the plain socket (the runtime may not have seen it writable yet, so
+        // its own try_write could give up without trying). A fresh socket's send buffer is empty, so the
+        // frame nearly always fits whole.
+        let written = socket.into_std().and_then(|mut socket| std::io::Write::write(&mut socket, refusal));
+        if let Err(error) = written {
             tracing::debug!(%peer, %error, "could not tell a refused consumer why");
         }
         return;
