@@ -202,18 +202,21 @@ async fn receive_until(consumer: &mut Consumer, topic: &str, end: u64) -> Receiv
 }
 
 /// Opens `n` connections to `http` at once, each sending a request line and half a header and then
-/// nothing. Returns once every connection is open (or refused), with the sender that releases them and
-/// the tasks holding them (each ends when released or when the broker closes it).
+/// nothing. Returns once every connection is open, with the sender that releases them and the tasks
+/// holding them (each ends when released or when the broker closes it).
 async fn open_half_requests(http: SocketAddr, n: usize) -> (watch::Sender<bool>, JoinSet<()>) {
     let (release, released) = watch::channel(false);
-    let opened = Arc::new(AtomicUsize::new(0));
+    let (opened, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut holders = JoinSet::new();
     for _ in 0..n {
-        let (mut released, opened) = (released.clone(), Arc::clone(&opened));
+        let (mut released, opened, failed) = (released.clone(), Arc::clone(&opened), Arc::clone(&failed));
         holders.spawn(async move {
             let connected = tokio::time::timeout(DEADLINE, TcpStream::connect(http)).await;
             opened.fetch_add(1, Ordering::Relaxed);
-            let Ok(Ok(mut stream)) = connected else { return };
+            let Ok(Ok(mut stream)) = connected else {
+                failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
             if stream.write_all(b"GET /health HTTP/1.1\r\nHost: fl").await.is_err() {
                 return;
             }
@@ -229,6 +232,7 @@ async fn open_half_requests(http: SocketAddr, n: usize) -> (watch::Sender<bool>,
         assert!(start.elapsed() < DEADLINE, "the flood never finished connecting");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "connections of the flood could not connect");
     (release, holders)
 }
 
@@ -424,9 +428,12 @@ async fn consumers_beyond_the_limit_are_refused_while_a_stream_goes_on() {
         Received { next: end, duplicated: 0, lost: 0 },
         "the stream lost or repeated records"
     );
+    let counted = root.metric("relay_connections_refused_total").await;
     assert_eq!(
-        root.metric("relay_connections_refused_total").await,
-        u64::try_from(refused + closed).unwrap()
+        counted,
+        u64::try_from(refused + closed).unwrap(),
+        "relay_connections_refused counts each refusal once:\n{}",
+        tail(&root.process.log, 20)
     );
 
     drop(streaming);
