@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use protocol::Level;
+use service::HttpLimits;
+use service::http_server::{parse_connection_limit, parse_header_timeout, parse_idle_timeout};
 use service::units::{parse_duration, parse_size};
 
 /// The broker binary's command line: the broker itself, or one of its helper subcommands.
@@ -86,9 +88,27 @@ pub struct Config {
     #[arg(long, env = "BROKER_TOKEN", default_value = "", hide_env_values = true)]
     pub token: String,
 
-    /// Most consumer connections served at once; more wait in the listen backlog.
+    /// Most consumer connections served at once; a connection over the limit gets a fatal ERROR frame
+    /// saying so and is closed.
     #[arg(long, env = "BROKER_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+
+    /// Most HTTP connections open at once, the pipes of child brokers included (1 to 1000000); more wait
+    /// in the listen backlog until one closes.
+    #[arg(long, env = "BROKER_MAX_HTTP_CONNECTIONS", default_value = "1024",
+          value_parser = parse_connection_limit)]
+    pub max_http_connections: usize,
+
+    /// How long an HTTP client may take to send a request's head, from connecting or from the previous
+    /// answer; a kept-alive connection unused for this long is closed too (100ms to 10m).
+    #[arg(long, env = "BROKER_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_header_timeout)]
+    pub http_header_timeout: Duration,
+
+    /// Longest silence on an HTTP connection in mid-request (a body that stops arriving, an answer the
+    /// client stops reading) before it is closed; time in a handler does not count, and pipe WebSockets
+    /// are exempt: they have their own heartbeats (100ms to 1h).
+    #[arg(long, env = "BROKER_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_idle_timeout)]
+    pub http_idle_timeout: Duration,
 
     /// Largest frame accepted from a consumer (bytes; K/M/G suffixes are binary multiples).
     #[arg(long, env = "BROKER_MAX_FRAME_BYTES", default_value = "8M", value_parser = parse_size)]
@@ -305,6 +325,20 @@ impl Config {
         Ok(())
     }
 
+    /// The limits of the HTTP listener.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.max_http_connections,
+            header_timeout: self.http_header_timeout,
+            idle_timeout: self.http_idle_timeout,
+        }
+    }
+
+    /// Every connection this broker may hold open at once: consumers and HTTP (pipes included).
+    pub fn max_open_connections(&self) -> u64 {
+        u64::try_from(self.max_connections.saturating_add(self.max_http_connections)).unwrap_or(u64::MAX)
+    }
+
     /// The token this node presents to its parent.
     pub fn token_for_parent(&self) -> &str {
         if self.parent_token.is_empty() { &self.token } else { &self.parent_token }
@@ -379,6 +413,14 @@ mod tests {
         assert_eq!(cli.config.max_in_flight, 8);
         assert_eq!(cli.config.max_body_bytes, 16 << 20);
         assert!(!cli.config.test_endpoints);
+        assert_eq!(
+            cli.config.http_limits(),
+            HttpLimits {
+                max_connections: 1024,
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+            }
+        );
     }
 
     #[test]
@@ -414,6 +456,14 @@ mod tests {
         assert!(Cli::try_parse_from(["broker", "--level", "moon"]).is_err());
         assert!(Cli::try_parse_from(["broker", "--heartbeat", "5"]).is_err());
         assert!(Cli::try_parse_from(["broker", "--no-such-flag"]).is_err());
+        assert!(Cli::try_parse_from(["broker", "--max-http-connections", "0"]).is_err());
+        assert!(Cli::try_parse_from(["broker", "--http-header-timeout", "10"]).is_err());
+        assert!(Cli::try_parse_from(["broker", "--http-idle-timeout", "2h"]).is_err());
+        let cli =
+            Cli::try_parse_from(["broker", "--max-http-connections", "200", "--http-header-timeout", "1s"])
+                .unwrap();
+        assert_eq!(cli.config.http_limits().max_connections, 200);
+        assert_eq!(cli.config.http_limits().header_timeout, Duration::from_secs(1));
         let mut config = Cli::try_parse_from(["broker"]).unwrap().config;
         config.batch_max_bytes = config.max_frame_bytes;
         let message = config.validate().unwrap_err();

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         service::cli::exit_invalid::<Cli>(message);
     }
     service::init_logging(config.log_json);
+    service::raise_open_files_limit(config.max_open_connections());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub group_lag: Family<GroupLabels, Gauge>,
     /// Open consumer and pipe connections.
     pub connections: Family<KindLabels, Gauge>,
+    /// Consumer connections refused because `--max-connections` were already being served.
+    pub connections_refused: Counter,
     /// Bytes of segment files on disk, all topics (refreshed at scrape time).
     pub storage_bytes: Gauge,
     /// Segments holding a record that fails its CRC, not served until repaired.
@@ -98,6 +100,7 @@ impl Metrics {
         let log_start_offset = Family::<TopicLabels, Gauge>::default();
         let group_lag = Family::<GroupLabels, Gauge>::default();
         let connections = Family::<KindLabels, Gauge>::default();
+        let connections_refused = Counter::default();
         let storage_bytes = Gauge::default();
         let damaged_segments = Gauge::default();
         // From 100 microseconds to about 100 seconds.
@@ -129,6 +132,11 @@ impl Metrics {
             group_lag.clone(),
         );
         registry.register("connections", "Open consumer and pipe connections", connections.clone());
+        registry.register(
+            "connections_refused",
+            "Consumer connections refused at --max-connections",
+            connections_refused.clone(),
+        );
         registry.register("storage_bytes", "Bytes of segment files on disk", storage_bytes.clone());
         registry.register(
             "damaged_segments",
@@ -173,6 +181,7 @@ impl Metrics {
             log_start_offset,
             group_lag,
             connections,
+            connections_refused,
             storage_bytes,
             damaged_segments,
             delivery_latency,

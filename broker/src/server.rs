@@ -1,5 +1,6 @@
 //! Starting and stopping a broker: bind the listeners, open the node, run the HTTP API (with the pipe
-//! endpoint), the consumer server, the pipe client (below ROOT), registration (with a registry) and the
+//! endpoint, served by `service::serve_http` within `--max-http-connections` and the HTTP timeouts), the
+//! consumer server, the pipe client (below ROOT), registration (with a registry) and the
 //! timers (group commits, storage flushes, retention), and on shutdown stop accepting, let sessions send
 //! SHUTTING_DOWN, stop the pipe client, deregister, then flush group offsets and storage and close.
 
@@ -85,16 +86,15 @@ impl Broker {
             "broker started"
         );
         let timers = start_timers(&node);
-        let http = {
-            let signal = node.shutdown.clone();
-            let app =
-                crate::http::router(Arc::clone(&node)).into_make_service_with_connect_info::<SocketAddr>();
-            tokio::spawn(async move {
-                axum::serve(http_listener, app)
-                    .with_graceful_shutdown(async move { signal.wait().await })
-                    .await
-            })
-        };
+        let http =
+            {
+                let signal = node.shutdown.clone();
+                let router = crate::http::router(Arc::clone(&node));
+                let limits = node.config.http_limits();
+                tokio::spawn(service::serve_http(http_listener, router, limits, async move {
+                    signal.wait().await
+                }))
+            };
         let mut tree_tasks = vec![
             tokio::spawn(crate::pipe::run_pipe_client(Arc::clone(&node))),
             tokio::spawn(crate::repair::run_repairs(Arc::clone(&node))),
@@ -130,8 +130,7 @@ impl Broker {
             tracing::error!(%error, "the consumer server failed");
         }
         match tokio::time::timeout(HTTP_DRAIN_TIMEOUT, http).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => tracing::error!(%error, "the HTTP server failed"),
+            Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, "the HTTP server task failed"),
             Err(_) => tracing::warn!("HTTP requests still open at shutdown were dropped"),
         }

@@ -1,6 +1,7 @@
 //! The pipe between brokers in one process: children copy every topic verbatim and report their lag, the
 //! endpoint refuses bad HELLOs, a child ahead of its parent waits for the range, a replaced log is sent
-//! whole, and a child refuses a parent that sends a gap, a bad CRC or the wrong level.
+//! whole, a child refuses a parent that sends a gap, a bad CRC or the wrong level, and a quiet pipe is not
+//! cut by the parent's HTTP idle and header timeouts.
 
 mod common;
 
@@ -421,4 +422,26 @@ async fn a_child_refuses_a_gap_a_bad_crc_and_a_parent_at_the_wrong_level() {
     assert_eq!((log.log_start(), log.next_offset()), (0, 5));
     assert!(all_bytes(&log) == records(0, 4).to_vec());
     child.stop().await;
+}
+
+#[tokio::test]
+async fn a_quiet_pipe_outlives_the_parents_http_timeouts() {
+    // The parent closes HTTP connections silent for 100ms; the pipe is quiet for up to 200ms between
+    // heartbeats, but it is a WebSocket, which the HTTP timeouts leave alone.
+    let parent = TestBroker::start_with(|config| {
+        config.http_idle_timeout = Duration::from_millis(100);
+        config.http_header_timeout = Duration::from_millis(100);
+    })
+    .await;
+    parent.publish("quiet", json!({"key": "a", "value": "1"})).await;
+    let child = TestBroker::start_child(&parent, Level::L2, "quiet-child").await;
+    wait_for_copy(&child, "quiet", 1).await;
+    // Twenty idle timeouts with no record on the pipe, heartbeats only.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    parent.publish("quiet", json!({"key": "b", "value": "2"})).await;
+    wait_for_copy(&child, "quiet", 2).await;
+    assert_eq!(child.node.metrics.pipe_reconnects.get(), 0, "the parent cut the pipe");
+    assert_eq!(child.node.metrics.pipe_connected.get(), 1);
+    child.stop().await;
+    parent.stop().await;
 }

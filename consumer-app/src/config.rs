@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use protocol::{ALL_TOPICS, validate_topic_name};
+use service::HttpLimits;
+use service::http_server::{parse_connection_limit, parse_header_timeout, parse_idle_timeout};
 use service::units::{format_duration, format_size, parse_duration, parse_size};
 
 use crate::handler::RetryPolicy;
@@ -70,6 +72,24 @@ pub struct Config {
     /// Address the REST API listens on.
     #[arg(long = "http-listen", env = "CONSUMER_HTTP_LISTEN", default_value = "0.0.0.0:8090")]
     pub listen: SocketAddr,
+
+    /// Most REST connections open at once (1 to 1000000); more wait in the listen backlog until one
+    /// closes.
+    #[arg(long = "max-http-connections", env = "CONSUMER_MAX_HTTP_CONNECTIONS", default_value = "256",
+          value_parser = parse_connection_limit)]
+    pub max_http_connections: usize,
+
+    /// How long a REST client may take to send a request's head, from connecting or from the previous
+    /// answer; a kept-alive connection unused for this long is closed too (100ms to 10m).
+    #[arg(long = "http-header-timeout", env = "CONSUMER_HTTP_HEADER_TIMEOUT", default_value = "10s",
+          value_parser = parse_header_timeout)]
+    pub http_header_timeout: Duration,
+
+    /// Longest silence on a REST connection in mid-request (a body that stops arriving, an answer the
+    /// client stops reading) before it is closed; time in a handler does not count (100ms to 1h).
+    #[arg(long = "http-idle-timeout", env = "CONSUMER_HTTP_IDLE_TIMEOUT", default_value = "60s",
+          value_parser = parse_idle_timeout)]
+    pub http_idle_timeout: Duration,
 
     /// How many unacknowledged batches the broker may push ahead (1 to 1024).
     #[arg(long = "max-in-flight", env = "CONSUMER_MAX_IN_FLIGHT", default_value_t = 8)]
@@ -243,6 +263,15 @@ impl Config {
         }
     }
 
+    /// The limits of the REST listener.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.max_http_connections,
+            header_timeout: self.http_header_timeout,
+            idle_timeout: self.http_idle_timeout,
+        }
+    }
+
     /// Whether every topic is subscribed (`*` among the topics).
     pub fn all_topics(&self) -> bool {
         self.topics.iter().any(|topic| topic == ALL_TOPICS)
@@ -275,6 +304,14 @@ mod tests {
             (Duration::from_millis(200), Duration::from_secs(10))
         );
         assert_eq!((config.segment_bytes, config.max_frame_bytes), (256 << 20, 8 << 20));
+        assert_eq!(
+            config.http_limits(),
+            HttpLimits {
+                max_connections: 256,
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+            }
+        );
         let config = parse(&["--segment-bytes", "268435456", "--heartbeat", "2s"]).unwrap();
         assert_eq!((config.segment_bytes, config.heartbeat), (256 << 20, Duration::from_secs(2)));
     }
@@ -314,5 +351,9 @@ mod tests {
         assert_eq!(message, "CONSUMER_RETRY_MAX_BACKOFF (1s) is below CONSUMER_RETRY_BACKOFF (2s)");
         assert!(parse(&["--max-in-flight", "abc"]).is_err());
         assert!(parse(&["--handler", "nope"]).is_err());
+        assert!(parse(&["--max-http-connections", "0"]).is_err());
+        assert!(parse(&["--http-header-timeout", "10"]).is_err(), "a duration needs a unit");
+        assert!(parse(&["--http-idle-timeout", "50ms"]).is_err());
+        assert_eq!(parse(&["--max-http-connections", "8"]).unwrap().http_limits().max_connections, 8);
     }
 }

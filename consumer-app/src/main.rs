@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         };
     }
     service::init_logging(config.log_json);
+    service::raise_open_files_limit(u64::try_from(config.max_http_connections).unwrap_or(u64::MAX));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -98,7 +99,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%listen, handler = handler_name, broker = %config.broker, "REST API listening");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let http = tokio::spawn(consumer_app::http::serve(listener, state, stopped(shutdown_rx.clone())));
+    let http = tokio::spawn(consumer_app::http::serve(
+        listener,
+        state,
+        config.http_limits(),
+        stopped(shutdown_rx.clone()),
+    ));
     let settings = SyncSettings {
         broker: config.broker.clone(),
         client_id: config.consumer_id.clone(),
@@ -123,7 +129,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if tokio::time::timeout(HANDLER_DRAIN_TIMEOUT, handler_task).await.is_err() {
         tracing::warn!("the handler did not finish in time; the rest is handed to it at the next start");
     }
-    http.await.context("the REST server failed")?.context("the REST server failed")?;
+    http.await.context("the REST server failed")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use service::HttpLimits;
+use service::http_server::{parse_connection_limit, parse_header_timeout, parse_idle_timeout};
 use service::units::{duration_between, format_duration};
 
 use crate::state::Settings;
@@ -65,6 +67,20 @@ pub struct ServeArgs {
     #[arg(long, env = "REGISTRY_HISTORY_LIMIT", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub history_limit: u64,
+    /// Most HTTP connections open at once (1 to 1000000); more wait in the listen backlog until one
+    /// closes. Every broker keeps one open while it heartbeats.
+    #[arg(long, env = "REGISTRY_MAX_HTTP_CONNECTIONS", default_value = "1024",
+          value_parser = parse_connection_limit)]
+    pub max_http_connections: usize,
+    /// How long a client may take to send a request's head, from connecting or from the previous answer;
+    /// a kept-alive connection unused for this long is closed too (100ms to 10m).
+    #[arg(long, env = "REGISTRY_HTTP_HEADER_TIMEOUT", default_value = "10s",
+          value_parser = parse_header_timeout)]
+    pub http_header_timeout: Duration,
+    /// Longest silence on a connection in mid-request (a body that stops arriving, an answer the client
+    /// stops reading) before it is closed; time in a handler does not count (100ms to 1h).
+    #[arg(long, env = "REGISTRY_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_idle_timeout)]
+    pub http_idle_timeout: Duration,
     /// Log as JSON lines instead of text (the filter comes from `RUST_LOG`).
     #[arg(long, env = "REGISTRY_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
@@ -87,6 +103,11 @@ impl ServeArgs {
             heartbeat_interval: self.heartbeat_interval,
             token: self.token.clone().filter(|token| !token.is_empty()),
             history_limit: self.history_limit,
+            http: HttpLimits {
+                max_connections: self.max_http_connections,
+                header_timeout: self.http_header_timeout,
+                idle_timeout: self.http_idle_timeout,
+            },
         })
     }
 }
@@ -105,6 +126,7 @@ mod tests {
         assert_eq!(settings.expiry, Settings::DEFAULT_EXPIRY);
         assert_eq!(settings.heartbeat_interval, Settings::DEFAULT_HEARTBEAT_INTERVAL);
         assert_eq!(settings.history_limit, Settings::DEFAULT_HISTORY_LIMIT);
+        assert_eq!(settings.http, Settings::DEFAULT_HTTP_LIMITS);
     }
 
     #[test]
@@ -115,6 +137,9 @@ mod tests {
         assert!(Cli::try_parse_from(["registry", "--heartbeat-interval", "2h"]).is_err(), "above the range");
         assert!(Cli::try_parse_from(["registry", "--listen", "nowhere"]).is_err());
         assert!(Cli::try_parse_from(["registry", "--bogus"]).is_err());
+        assert!(Cli::try_parse_from(["registry", "--max-http-connections", "0"]).is_err());
+        assert!(Cli::try_parse_from(["registry", "--http-header-timeout", "1ms"]).is_err());
+        assert!(Cli::try_parse_from(["registry", "--http-idle-timeout", "1d"]).is_err());
         let cli =
             Cli::try_parse_from(["registry", "--expiry", "500ms", "--heartbeat-interval", "500ms"]).unwrap();
         assert!(cli.serve.settings().unwrap_err().contains("--heartbeat-interval (500ms)"));

@@ -6,7 +6,8 @@
 //! Architecture invariant: the registry never stores or relays messages; it only tells brokers where to connect.
 //!
 //! Entry points: [`router`] builds the HTTP service on an [`AppState`], and [`serve`] runs it on a bound
-//! listener, with the background expiry sweep, until a shutdown future completes.
+//! listener (with `service::serve_http`, within the settings' connection cap and timeouts), with the
+//! background expiry sweep, until a shutdown future completes.
 
 pub mod api;
 pub mod assign;
@@ -67,10 +68,10 @@ pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let (stop_sweep, sweep_stopped) = oneshot::channel();
     let sweeper = tokio::spawn(sweep_until(state.clone(), sweep_stopped));
-    let served = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await;
+    service::serve_http(listener, router(state.clone()), state.settings().http, shutdown).await;
     // The sweeper may already have stopped if its channel closed; either way it is finished below.
     let _ = stop_sweep.send(());
     if let Err(error) = sweeper.await {
@@ -82,7 +83,6 @@ pub async fn serve(
             tracing::warn!(%error, "could not write the last heartbeat statistics")
         }
     }
-    served
 }
 
 /// Expires silent nodes every sweep interval until `stop` fires.

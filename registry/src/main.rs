@@ -29,6 +29,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(message) => service::cli::exit_invalid::<Cli>(message),
     };
     service::init_logging(args.log_json);
+    service::raise_open_files_limit(u64::try_from(settings.http.max_connections).unwrap_or(u64::MAX));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -43,9 +44,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr().context("cannot read the bound address")?;
         tracing::info!(%address, db = %state.settings().db_path.display(), "registry listening");
-        registry::serve(listener, state, service::shutdown_signal())
-            .await
-            .context("the HTTP server failed")?;
+        registry::serve(listener, state, service::shutdown_signal()).await;
         tracing::info!("registry stopped");
         anyhow::Ok(())
     });

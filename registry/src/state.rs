@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use service::HttpLimits;
+
 use crate::db::Db;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -26,6 +28,8 @@ pub struct Settings {
     pub token: Option<String>,
     /// How many history events are kept.
     pub history_limit: u64,
+    /// The HTTP listener's connection cap and timeouts.
+    pub http: HttpLimits,
 }
 
 impl Settings {
@@ -35,6 +39,13 @@ impl Settings {
     pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1_000);
     /// The default number of history events kept.
     pub const DEFAULT_HISTORY_LIMIT: u64 = 10_000;
+    /// The default HTTP limits: 1024 connections (every broker heartbeats over a kept-alive connection),
+    /// 10s for a request's head, 60s of silence in mid-request.
+    pub const DEFAULT_HTTP_LIMITS: HttpLimits = HttpLimits {
+        max_connections: 1024,
+        header_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+    };
     /// The longest pause between expiry sweeps.
     pub const MAX_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -46,6 +57,7 @@ impl Settings {
             heartbeat_interval: Settings::DEFAULT_HEARTBEAT_INTERVAL,
             token: None,
             history_limit: Settings::DEFAULT_HISTORY_LIMIT,
+            http: Settings::DEFAULT_HTTP_LIMITS,
         }
     }
 

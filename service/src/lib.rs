@@ -1,18 +1,25 @@
 //! The plumbing every relay binary (`broker`, `registry`, `consumer-app`) shares, so that each behaves the
-//! same way at its edges: how it logs, what stops it, how a container checks it, how its HTTP errors and
+//! same way at its edges: how it logs, what stops it, how it serves HTTP within its connection limits and
+//! timeouts (`http_server`), how its accept loops wait out a lack of file descriptors (`accept`), how it
+//! raises its open-files limit (`open_files`), how a container checks it, how its HTTP errors and
 //! malformed requests are answered ([`ApiError`], [`ApiJson`], [`ApiQuery`], [`ApiPath`]), how its sizes
 //! and durations are written (`units`), and how a bad command line is refused (`cli`).
 //!
 //! Architecture invariant: nothing here knows what a broker, a registry or a consumer is.
 
+pub mod accept;
 pub mod api_error;
 pub mod cli;
 pub mod extract;
 pub mod healthcheck;
+pub mod http_server;
+pub mod open_files;
 pub mod units;
 
 pub use api_error::ApiError;
 pub use extract::{ApiJson, ApiPath, ApiQuery};
+pub use http_server::{HttpLimits, serve_http};
+pub use open_files::raise_open_files_limit;
 
 use std::io::IsTerminal;
 

@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 pub use service::ApiError;
+use service::HttpLimits;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
@@ -57,13 +58,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the REST API on `listener` until `shutdown` completes, then lets requests in flight finish.
+/// Serves the REST API on `listener` within `limits` (`service::serve_http`: connection cap, header and
+/// idle timeouts) until `shutdown` completes, then lets requests in flight finish.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+) {
+    service::serve_http(listener, router(state), limits, shutdown).await;
 }
 
 async fn health() -> Json<serde_json::Value> {

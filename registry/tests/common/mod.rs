@@ -24,7 +24,7 @@ pub struct TestServer {
     /// The settings it runs with.
     pub settings: Settings,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    task: Option<JoinHandle<()>>,
 }
 
 /// Settings for a test: the database in `dir`, and an expiry long enough that nothing expires unless a test
@@ -72,7 +72,7 @@ impl TestServer {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server result");
+            task.await.expect("server task");
         }
     }
 
