@@ -84,10 +84,8 @@ pub async fn serve_consumers(listener: TcpListener, node: Arc<Node>, shutdown: i
 
 /// The encoded ERROR frame every refused connection gets.
 fn refusal_frame(max_connections: usize) -> Bytes {
-    // The protocol has no code of its own for a full broker; INTERNAL is "a condition of the server, see
-    // its log", and the message says what it is.
     let frame = Frame::Error(ErrorFrame {
-        code: ErrorCode::Internal,
+        code: ErrorCode::TooManyConnections,
         fatal: true,
         message: format!(
             "too many connections: this broker serves at most {max_connections} consumer connections at \

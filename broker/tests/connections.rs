@@ -331,7 +331,7 @@ async fn first_answer(tcp: SocketAddr, n: usize) -> (Answer, Option<TcpStream>) 
         if let Some((frame, _)) = Frame::decode(&buffer, 1 << 20).expect("the broker sends valid frames") {
             let answer = match frame {
                 Frame::Welcome(_) => Answer::Welcomed,
-                Frame::Error(error) => Answer::Refused(error.message),
+                Frame::Error(error) => Answer::Refused(format!("{}: {}", error.code.name(), error.message)),
                 other => Answer::Other(other.name()),
             };
             return (answer, Some(stream));
@@ -420,7 +420,7 @@ async fn consumers_beyond_the_limit_are_refused_while_a_stream_goes_on() {
     assert!(refused > 0, "refused connections hear why");
     for answer in &answers {
         if let Answer::Refused(message) = answer {
-            assert!(message.starts_with("too many connections"), "{message}");
+            assert!(message.starts_with("TOO_MANY_CONNECTIONS: too many connections"), "{message}");
         }
     }
     assert_eq!(

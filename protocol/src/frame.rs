@@ -416,6 +416,8 @@ pub enum ErrorCode {
     BadRecords,
     /// 14: a newer connection of the same group (or the same pipe child) took over this one's topics.
     Superseded,
+    /// 15: the server serves as many connections as it allows; try again later.
+    TooManyConnections,
     /// A code this codec does not know, carried as received.
     Other(u16),
 }
@@ -438,6 +440,7 @@ impl ErrorCode {
             ErrorCode::OffsetOutOfRange => 12,
             ErrorCode::BadRecords => 13,
             ErrorCode::Superseded => 14,
+            ErrorCode::TooManyConnections => 15,
             ErrorCode::Other(code) => code,
         }
     }
@@ -459,6 +462,7 @@ impl ErrorCode {
             12 => ErrorCode::OffsetOutOfRange,
             13 => ErrorCode::BadRecords,
             14 => ErrorCode::Superseded,
+            15 => ErrorCode::TooManyConnections,
             other => ErrorCode::Other(other),
         }
     }
@@ -480,6 +484,7 @@ impl ErrorCode {
             ErrorCode::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
             ErrorCode::BadRecords => "BAD_RECORDS",
             ErrorCode::Superseded => "SUPERSEDED",
+            ErrorCode::TooManyConnections => "TOO_MANY_CONNECTIONS",
             ErrorCode::Other(_) => "UNKNOWN",
         }
     }
