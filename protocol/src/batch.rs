@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::error::WireError;
 use crate::frame::Batch;
-use crate::record::{LEN_FIELD_LEN, RecordView, peek_record_len, peek_record_offset};
+use crate::record::{RecordView, peek_record_offset};
 
 /// A batch of records checked once, on arrival.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,12 +42,7 @@ impl CheckedBatch {
     /// Checks records that did not come in a BATCH frame (an HTTP fetch, a test): the first record's offset
     /// starts the run, and the sender's log end is taken to be just past the last record.
     pub fn from_records(topic: impl Into<String>, records: Bytes) -> Result<CheckedBatch, WireError> {
-        let first_offset = match peek_record_offset(&records) {
-            Some(offset) => offset,
-            None if records.is_empty() => return Err(WireError::EmptyBatch),
-            None => return Err(WireError::TruncatedBatch { remaining: records.len() }),
-        };
-        let (record_lens, last_timestamp_ms) = check_records(first_offset, &records)?;
+        let CheckedRun { first_offset, record_lens, last_timestamp_ms } = check_run(&records)?;
         let end_offset = first_offset + record_lens.len() as u64;
         Ok(CheckedBatch {
             topic: topic.into(),
@@ -118,9 +113,32 @@ impl CheckedBatch {
     }
 }
 
+/// What one pass over records laid end to end proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedRun {
+    /// Offset of the first record.
+    pub first_offset: u64,
+    /// The size of each record, in order.
+    pub record_lens: Vec<u32>,
+    /// ROOT's timestamp of the last record.
+    pub last_timestamp_ms: u64,
+}
+
+/// Checks records laid end to end that did not come in a BATCH frame (the first record's offset starts the
+/// run): the same one pass as [`CheckedBatch::check`], for a caller that keeps the bytes itself.
+pub fn check_run(records: &[u8]) -> Result<CheckedRun, WireError> {
+    let first_offset = match peek_record_offset(records) {
+        Some(offset) => offset,
+        None if records.is_empty() => return Err(WireError::EmptyBatch),
+        None => return Err(WireError::TruncatedBatch { remaining: records.len() }),
+    };
+    let (record_lens, last_timestamp_ms) = check_records(first_offset, records)?;
+    Ok(CheckedRun { first_offset, record_lens, last_timestamp_ms })
+}
+
 /// The one pass: every record's length, CRC and fields, and offsets running on from `first_offset`. Answers
 /// each record's size and the last record's timestamp.
-fn check_records(first_offset: u64, records: &[u8]) -> Result<(Vec<u32>, u64), WireError> {
+pub(crate) fn check_records(first_offset: u64, records: &[u8]) -> Result<(Vec<u32>, u64), WireError> {
     let mut record_lens = Vec::with_capacity(records.len() / 256 + 1);
     let mut rest = records;
     let mut expected = first_offset;
@@ -164,18 +182,6 @@ impl<'a> Iterator for CheckedRecords<'a> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.lens.size_hint()
-    }
-}
-
-/// Steps through records already proven (a checked batch, or bytes this node stored after checking them)
-/// by their length fields alone, calling `each` with every record's size. Stops at the first length field
-/// that does not parse. For storage scans that only need boundaries.
-pub fn record_sizes(records: &[u8], mut each: impl FnMut(usize)) {
-    let mut at = 0;
-    while at + LEN_FIELD_LEN <= records.len() {
-        let Ok(Some(len)) = peek_record_len(&records[at..]) else { break };
-        each(len);
-        at += len;
     }
 }
 

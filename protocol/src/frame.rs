@@ -17,7 +17,6 @@ use bytes::{Bytes, BytesMut};
 use crate::error::WireError;
 use crate::topic::TopicUid;
 
-pub use crc::RECORD_PREFIX_LEN;
 pub use encode::encode_batch_header;
 
 /// The frame header. All integers are little-endian.

@@ -15,7 +15,7 @@ pub mod record;
 pub mod time;
 pub mod topic;
 
-pub use batch::{CheckedBatch, CheckedRecords, record_sizes};
+pub use batch::{CheckedBatch, CheckedRecords, CheckedRun, check_run};
 pub use error::WireError;
 pub use frame::{
     Ack, Batch, DEFAULT_MAX_FRAME_LEN, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, FrameType, Hello,

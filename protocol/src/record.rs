@@ -305,23 +305,12 @@ pub struct BatchSummary {
 /// Checks every record of a non-empty batch (length, CRC, fields) and that offsets run contiguously from
 /// `expected_first`. This is what a relay runs on bytes from its parent before appending them verbatim.
 pub fn check_batch(batch: &[u8], expected_first: u64) -> Result<BatchSummary, WireError> {
-    let mut expected = expected_first;
-    let mut last_timestamp_ms = 0;
-    for record in RecordIter::new(batch) {
-        let record = record?;
-        if record.offset() != expected {
-            return Err(WireError::OffsetGap { expected, found: record.offset() });
-        }
-        last_timestamp_ms = record.timestamp_ms();
-        expected += 1;
-    }
-    if expected == expected_first {
-        return Err(WireError::EmptyBatch);
-    }
+    let (record_lens, last_timestamp_ms) = crate::batch::check_records(expected_first, batch)?;
+    let n_records = record_lens.len() as u64;
     Ok(BatchSummary {
-        n_records: expected - expected_first,
+        n_records,
         first_offset: expected_first,
-        last_offset: expected - 1,
+        last_offset: expected_first + n_records - 1,
         last_timestamp_ms,
     })
 }

@@ -12,8 +12,8 @@
 
 use std::sync::atomic::Ordering;
 
-use protocol::record::{RecordIter, peek_record_timestamp};
-use protocol::{CheckedBatch, NewRecord, WireError};
+use protocol::record::peek_record_timestamp;
+use protocol::{CheckedBatch, NewRecord, WireError, check_run};
 
 use crate::config::FlushPolicy;
 use crate::error::Error;
@@ -138,22 +138,11 @@ impl Log {
     /// run contiguously through the batch; for bytes that did not arrive as a [`CheckedBatch`]. Duplicates
     /// and gaps as in [`Log::append_checked`]. On error nothing is written.
     pub fn append_records(&self, batch: &[u8]) -> Result<AppendOutcome, Error> {
-        let mut lens = Vec::new();
-        let mut first_offset = None;
-        for record in RecordIter::new(batch) {
-            let record = record.map_err(|source| self.bad_batch(source))?;
-            let expected = first_offset.map_or(record.offset(), |first: u64| first + lens.len() as u64);
-            if record.offset() != expected {
-                return Err(self.bad_batch(WireError::OffsetGap { expected, found: record.offset() }));
-            }
-            first_offset.get_or_insert(record.offset());
-            lens.push(record.as_bytes().len() as u32);
+        if batch.is_empty() {
+            return self.append_proven(&[]);
         }
-        let parts: Vec<Proven<'_>> = first_offset
-            .map(|first_offset| Proven { first_offset, bytes: batch, lens: &lens })
-            .into_iter()
-            .collect();
-        self.append_proven(&parts)
+        let run = check_run(batch).map_err(|source| self.bad_batch(source))?;
+        self.append_proven(&[Proven { first_offset: run.first_offset, bytes: batch, lens: &run.record_lens }])
     }
 
     /// The one relay append: drops duplicates, refuses gaps and oversized records before writing anything,

@@ -16,7 +16,7 @@ use crate::record::{LEN_FIELD_LEN, peek_record_len};
 use super::FrameType;
 
 /// The bytes of a record a BATCH frame's CRC covers: its `len` and `crc` fields.
-pub const RECORD_PREFIX_LEN: usize = LEN_FIELD_LEN + 4;
+const RECORD_PREFIX_LEN: usize = LEN_FIELD_LEN + 4;
 
 /// The CRC of a frame of `frame_type` whose payload is `head` followed by `records`. For every type but
 /// BATCH, `records` is empty or simply continues the payload; for BATCH, `head` ends where the records start.
