@@ -119,7 +119,8 @@ impl Sink for AppSink<'_> {
         self.sync.metrics.batches_received.inc_by(batches.len() as u64);
         self.sync.metrics.appends.inc();
         self.sync.status.set_broker_end(&topic, end_offset);
-        let records = concat_records(&batches);
+        // The handler takes the records as one buffer; without a handler they are not copied.
+        let records = if self.sync.handler_wants_records { concat_records(&batches) } else { Bytes::new() };
         let copy = self.sync.copy.clone();
         let (appended, handler_from, batches) = if let Some(mut refresh) = self.refreshes.remove(&topic) {
             let (refresh, appended, batches) = tokio::task::spawn_blocking(move || {
