@@ -3,8 +3,8 @@
 //! that record on; this task notices, and on a relaying node fetches the segment's records from the parent
 //! (the HTTP fetch endpoint, raw bytes: the same records, byte for byte) and has storage switch them in.
 //! ROOT holds the only copy: it says so once, in one line, and the range stays unserved (and counted in
-//! `relay_damaged_segments`) until an operator restores it. Readers waiting at the damage wake once it
-//! is repaired.
+//! `relay_damaged_segments`) until an operator restores it. Readers waiting at the damage wake once it is
+//! repaired. Sessions hand this module the ranges a receiver refused (`verify_refused`) to check.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -90,6 +90,22 @@ pub async fn run_repairs(node: Arc<Node>) {
             }
         }
     }
+}
+
+/// Checks, on a blocking thread, the stored bytes of ranges a receiver refused (`(log, from, to)`), so that
+/// damage is marked (and then repaired or kept unserved) instead of being sent again.
+pub fn verify_refused(ranges: Vec<(Arc<Log>, u64, u64)>) {
+    tokio::task::spawn_blocking(move || {
+        for (log, from, to) in ranges {
+            if let Some(offset) = log.verify(from, to) {
+                tracing::warn!(
+                    topic = log.name(),
+                    offset,
+                    "a receiver refused records this node holds damaged"
+                );
+            }
+        }
+    });
 }
 
 /// The records of the damaged segment's whole range, fetched from the parent as raw bytes.

@@ -569,30 +569,15 @@ impl Session {
         }
     }
 
-    /// The peer refused records this session sent: checks the stored bytes of every range in flight (at most
-    /// the window's batches), so damage on this node's disk is marked and never sent again. Blocking work, on
-    /// a blocking thread; the connection is ending anyway.
+    /// The peer refused records this session sent: the stored bytes of every range in flight (at most the
+    /// window's batches) are checked, so damage on this node's disk is marked and never sent again.
     fn verify_in_flight(&self) {
-        let ranges: Vec<(Arc<storage::Log>, u64, u64)> = self
-            .cursors
-            .iter()
-            .filter_map(|cursor| {
-                let attached = cursor.attached.as_ref()?;
-                (cursor.next_send > cursor.acked)
-                    .then(|| (Arc::clone(&attached.log), cursor.acked, cursor.next_send))
-            })
-            .collect();
-        tokio::task::spawn_blocking(move || {
-            for (log, from, to) in ranges {
-                if let Some(offset) = log.verify(from, to) {
-                    tracing::warn!(
-                        topic = log.name(),
-                        offset,
-                        "a receiver refused records this node holds damaged"
-                    );
-                }
-            }
+        let ranges = self.cursors.iter().filter_map(|cursor| {
+            let attached = cursor.attached.as_ref()?;
+            (cursor.next_send > cursor.acked)
+                .then(|| (Arc::clone(&attached.log), cursor.acked, cursor.next_send))
         });
+        crate::repair::verify_refused(ranges.collect());
     }
 
     /// Queues a non-fatal ERROR frame.
