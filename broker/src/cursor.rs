@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use protocol::TopicUid;
-use protocol::frame::StartPosition;
+use protocol::frame::{Epochs, StartPosition};
 use storage::Log;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -44,14 +44,28 @@ pub enum Begin {
 /// it had not flushed) and refetches it from its parent, so the client waits rather than being left out. An
 /// explicit offset beyond the end from a client that holds no copy is refused, since it asked for
 /// something that does not exist.
+///
+/// A client that holds this history up to an explicit offset, with its last record in `client_epoch`,
+/// gets a full refresh if the log's epoch history says that epoch ended below that offset: the client
+/// holds records ROOT lost and gave to others (`protocol::epoch`).
 pub fn resolve_start(
     start: StartPosition,
     client_uid: TopicUid,
+    client_epoch: u32,
     log: &Log,
     committed: Option<Committed>,
 ) -> Begin {
     let uid = log.uid();
     if !client_uid.is_unknown() && client_uid != uid {
+        return Begin::Refresh;
+    }
+    if let StartPosition::Offset(next_offset) = start
+        && client_uid == uid
+        && let Some(at) = log.epochs().divergence(client_epoch, next_offset)
+    {
+        tracing::warn!(topic = %log.name(), client_epoch, client_next_offset = next_offset, diverged_at = at,
+            "the client holds records this history does not (epoch {client_epoch} ended at {at}); \
+             it gets a full refresh");
         return Begin::Refresh;
     }
     let log_start = log.log_start();
@@ -94,6 +108,9 @@ pub struct Attached {
     pub log: Arc<Log>,
     /// Set by the watcher when the log is replaced or deleted (its sender was dropped).
     pub closed: Arc<AtomicBool>,
+    /// The version of the log's epoch history last sent (EPOCHS), if any: sent before the first batch,
+    /// again after a RESET, and whenever it changes.
+    pub epochs_sent: Option<u64>,
     /// The watcher task; aborted when the cursor lets go of the log.
     watcher: JoinHandle<()>,
 }
@@ -114,7 +131,7 @@ impl Attached {
             watcher_closed.store(true, Ordering::Release);
             watcher_wake.notify_one();
         });
-        Attached { log, closed, watcher }
+        Attached { log, closed, epochs_sent: None, watcher }
     }
 
     /// Whether the log was replaced or deleted since attaching.
@@ -141,6 +158,8 @@ pub struct Cursor {
     /// For a waiting topic, the uid of the copy the client holds (unknown if none): if the topic appears
     /// with another uid, the client gets a full refresh.
     pub client_uid: TopicUid,
+    /// For a waiting topic, the epoch of the client's last record (`protocol::NO_EPOCH` if none).
+    pub client_epoch: u32,
     /// The next offset to send.
     pub next_send: u64,
     /// The latest offset the client acknowledged (`next_offset` of its last ACK).
@@ -178,6 +197,7 @@ impl Cursor {
             attached: None,
             pending_start: start,
             client_uid: TopicUid::UNKNOWN,
+            client_epoch: protocol::NO_EPOCH,
             next_send: 0,
             acked: 0,
             in_flight: VecDeque::new(),
@@ -207,6 +227,8 @@ impl Cursor {
         let log = &self.attached.as_ref()?.log;
         let refresh = Refresh { start: log.log_start(), end: log.readable_offset(), ready_sent: false };
         let forgotten = self.reposition(refresh.start);
+        // Nothing of the new copy is acknowledged yet: an ACK of the old one must not complete the refresh.
+        self.acked = refresh.start;
         self.refresh = Some(refresh);
         Some((forgotten, refresh))
     }
@@ -214,6 +236,25 @@ impl Cursor {
     /// Whether READY is due: a refresh has delivered everything up to its end.
     pub fn ready_due(&self) -> bool {
         self.refresh.is_some_and(|refresh| !refresh.ready_sent && self.next_send >= refresh.end)
+    }
+
+    /// Whether the log's epoch history changed since it was last sent (or was never sent).
+    pub fn epochs_due(&self) -> bool {
+        self.attached
+            .as_ref()
+            .is_some_and(|attached| attached.epochs_sent != Some(attached.log.epochs_version()))
+    }
+
+    /// The EPOCHS frame to send now, if the history is due and known; marks it sent either way.
+    pub fn take_epochs(&mut self) -> Option<Epochs> {
+        let attached = self.attached.as_mut()?;
+        let version = attached.log.epochs_version();
+        if attached.epochs_sent == Some(version) {
+            return None;
+        }
+        attached.epochs_sent = Some(version);
+        let history = attached.log.epochs();
+        (!history.is_empty()).then(|| Epochs { topic: self.topic.clone(), uid: attached.log.uid(), history })
     }
 
     /// The offset below which records may be sent now.

@@ -42,6 +42,16 @@ pub struct Node {
     pub started: Instant,
 }
 
+/// ROOT begins a new epoch of every topic at its log end before it serves anyone: records it held before
+/// this start, and perhaps lost, are told apart from the records it writes from now on (`protocol::epoch`).
+fn begin_epochs(store: &Store) -> Result<(), Error> {
+    for log in store.topics() {
+        let epochs = store.begin_epoch(&log)?;
+        tracing::debug!(topic = %log.name(), %epochs, "new epoch");
+    }
+    Ok(())
+}
+
 impl Node {
     /// Validates the configuration, creates the data directory and opens the store and the group
     /// offsets. Blocking (it opens files): call it before serving, or from a blocking thread.
@@ -50,6 +60,9 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| Error::DataDir { path: config.data_dir.clone(), source })?;
         let store = Store::open(&config.data_dir, log_config(&config))?;
+        if config.level == crate::config::Level::Root {
+            begin_epochs(&store)?;
+        }
         let groups = GroupOffsets::open(&config.data_dir)?;
         let registry = match &config.registry_url {
             Some(url) => Some(RegistryClient::new(url, &config.registry_token, &config.node_id)?),

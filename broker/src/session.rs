@@ -371,7 +371,7 @@ impl Session {
         };
         let log = Arc::clone(&attached.log);
         let committed = self.node.groups.committed(&self.group, &seek.topic);
-        let begin = match resolve_start(seek.start, TopicUid::UNKNOWN, &log, committed) {
+        let begin = match resolve_start(seek.start, TopicUid::UNKNOWN, protocol::NO_EPOCH, &log, committed) {
             Begin::OutOfRange { requested, end_offset } => {
                 self.queue_error(
                     ErrorCode::OffsetOutOfRange,
@@ -409,6 +409,10 @@ impl Session {
         let Some((forgotten, refresh)) = cursor.begin_refresh() else {
             return Ok(());
         };
+        // The new copy gets the history too, after its RESET.
+        if let Some(attached) = cursor.attached.as_mut() {
+            attached.epochs_sent = None;
+        }
         self.in_flight -= forgotten;
         let topic = cursor.topic.clone();
         tracing::info!(connection_id = self.connection_id, group = %self.group, %topic, log_start = refresh.start,
@@ -425,7 +429,10 @@ impl Session {
             return Ok(false);
         }
         let window_open = self.in_flight < self.window;
-        Ok(self.cursors.iter().any(|cursor| cursor.ready_due() || (window_open && cursor.has_records())))
+        Ok(self
+            .cursors
+            .iter()
+            .any(|cursor| cursor.epochs_due() || cursor.ready_due() || (window_open && cursor.has_records())))
     }
 
     /// The next item to send: a control frame, a READY, or a batch from the next topic in turn.
@@ -440,6 +447,10 @@ impl Session {
             if self.cursors[index].attached.as_ref().is_some_and(crate::cursor::Attached::is_closed) {
                 self.reattach(index)?;
                 return Ok(self.control.pop_front().map(Outbound::Frame));
+            }
+            // The history goes before any batch it covers.
+            if let Some(epochs) = self.cursors[index].take_epochs() {
+                return Ok(Some(Outbound::Frame(Frame::Epochs(epochs))));
             }
             if self.cursors[index].ready_due() {
                 return Ok(Some(Outbound::Frame(self.ready(index))));

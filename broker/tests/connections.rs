@@ -317,6 +317,7 @@ async fn first_answer(tcp: SocketAddr, n: usize) -> (Answer, Option<TcpStream>) 
         topics: vec![TopicStart {
             topic: "idle".into(),
             uid: TopicUid::UNKNOWN,
+            epoch: protocol::NO_EPOCH,
             start: StartPosition::Latest,
         }],
     });

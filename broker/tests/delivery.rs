@@ -130,6 +130,7 @@ async fn full_refresh_when_asked() {
     let other_history = protocol::frame::TopicStart {
         topic: "catalog".into(),
         uid: protocol::TopicUid(12345),
+        epoch: protocol::NO_EPOCH,
         start: StartPosition::Offset(20),
     };
     let (mut consumer, welcome) = broker.consumer("shop2", vec![other_history]).await;

@@ -238,7 +238,12 @@ async fn a_child_ahead_of_its_parent_waits_for_the_range() {
     let uid = uid_of(&root, "t");
     let url = format!("ws://{}/api/v1/pipe", root.http);
     let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
-    let topics = vec![TopicStart { topic: "t".into(), uid, start: StartPosition::Offset(15) }];
+    let topics = vec![TopicStart {
+        topic: "t".into(),
+        uid,
+        epoch: protocol::NO_EPOCH,
+        start: StartPosition::Offset(15),
+    }];
     socket.send(Message::Binary(encode(&pipe_hello(1, "", topics)).into())).await.unwrap();
     let mut received = Vec::new();
     let mut inject = Some(root.inject("t", 10, 10));
@@ -397,7 +402,10 @@ async fn a_child_refuses_a_gap_a_bad_crc_and_a_parent_at_the_wrong_level() {
 
     // The child comes back and resumes where its copy ends; a corrupt record is refused too.
     let (mut parent, hello) = FakeParent::accept(&listener).await;
-    assert_eq!(hello.topics[0], TopicStart { topic: "t".into(), uid, start: StartPosition::Offset(5) });
+    assert_eq!(
+        hello.topics[0],
+        TopicStart { topic: "t".into(), uid, epoch: protocol::NO_EPOCH, start: StartPosition::Offset(5) }
+    );
     parent.welcome(0, uid, 5).await;
     let mut corrupt = records(5, 9).to_vec();
     let last = corrupt.len() - 1;

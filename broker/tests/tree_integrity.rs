@@ -1,44 +1,14 @@
 //! A flipped byte in a sealed segment, found by the background scrub or by a receiver that refuses it: a
 //! relay repairs the range from its parent and everything below it ends identical to ROOT; ROOT (which holds
 //! the only copy) never serves the damaged range, says so in one line and in a metric, and nobody below it
-//! loops on the bad bytes.
+//! loops on the bad bytes. ROOT that loses its tail begins a new epoch, and every copy holding the lost
+//! records is refreshed to ROOT's history instead of keeping them.
 
 mod tree;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tree::{Tree, wait_until};
-
-/// The segment files of `topic` in a broker's data directory, oldest first.
-fn segment_files(data_dir: &Path, topic: &str) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for generation in std::fs::read_dir(data_dir.join("topics").join(topic)).unwrap() {
-        let generation = generation.unwrap().path();
-        if !generation.is_dir() {
-            continue;
-        }
-        for file in std::fs::read_dir(&generation).unwrap() {
-            let file = file.unwrap().path();
-            if file.extension().is_some_and(|extension| extension == "log") {
-                files.push(file);
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
-/// Flips one byte of a file in place.
-fn flip_byte(path: &Path, at: u64) {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
-    let mut byte = [0u8; 1];
-    file.read_exact_at(&mut byte, at).unwrap();
-    byte[0] ^= 0x5a;
-    file.write_all_at(&byte, at).unwrap();
-    file.sync_all().unwrap();
-}
+use tree::{Tree, flip_byte, segment_files, wait_until};
 
 /// A counter's or gauge's value in a Prometheus text page.
 fn metric(metrics: &str, name: &str) -> f64 {
@@ -158,5 +128,53 @@ async fn root_never_serves_a_damaged_range_and_nobody_loops_on_it() {
     assert_eq!(info["end_offset"], damaged_at, "L2 went past the damage: {info}");
     let l2 = metrics_of(&tree, "l2").await;
     assert_eq!(metric(&l2, "relay_pipe_reconnects_total"), 0.0, "L2 loops on the damaged range:\n{l2}");
+    tree.assert_all_running();
+}
+
+/// ROOT -> L2 -> L3 hold 2,000 records; ROOT is killed, a byte of its active segment flipped, and recovery
+/// cuts its log at the damaged record. ROOT begins a new epoch there and gives the lost offsets to new
+/// records; L2 and L3, which hold the old records at those offsets, are refreshed to ROOT's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_a_tail_root_lost_are_refreshed_to_its_new_epoch() {
+    let mut tree = Tree::new();
+    tree.add("root", "root", &[]);
+    tree.start("root").await;
+    let root_url = format!("http://{}", tree.http_of("root"));
+    tree.add("l2", "l2", &["--parent-url", &root_url]);
+    tree.start("l2").await;
+    let l2_url = format!("http://{}", tree.http_of("l2"));
+    tree.add("l3", "l3", &["--parent-url", &l2_url]);
+    tree.start("l3").await;
+    let injected = tree.inject("root", "prices", 2_000, 1_000).await;
+    let uid = injected["uid"].as_str().unwrap().to_string();
+    tree.wait_copy("l3", "prices", &uid, 2_000).await;
+
+    tree.kill("root");
+    let files = segment_files(&tree.nodes["root"].data_dir, "prices");
+    assert_eq!(files.len(), 1, "the records should all be in the active segment: {files:?}");
+    flip_byte(&files[0], 1_000_000);
+    tree.start("root").await;
+    let info = tree.get("root", "/api/v1/topics/prices").await.unwrap();
+    let cut = info["end_offset"].as_u64().unwrap();
+    assert!(cut < 2_000, "recovery kept the damaged record: {info}");
+    assert_eq!(info["epochs"], serde_json::json!([[0, 0], [1, cut]]), "{info}");
+    println!("ROOT lost offsets {cut}..2000 and begins epoch 1 at {cut}");
+
+    // New records take the lost offsets; the copies must not keep the old ones.
+    tree.inject("root", "prices", 3_000, 1_000).await;
+    let end = cut + 3_000;
+    tree.wait_copy("l2", "prices", &uid, end).await;
+    tree.wait_copy("l3", "prices", &uid, end).await;
+    let reference = tree.range("root", "prices").await;
+    assert_eq!((reference.log_start, reference.end_offset), (0, end));
+    tree.assert_same_copy("l2", "prices", &reference).await;
+    tree.assert_same_copy("l3", "prices", &reference).await;
+    for id in ["l2", "l3"] {
+        let info = tree.get(id, "/api/v1/topics/prices").await.unwrap();
+        assert_eq!(info["epochs"], serde_json::json!([[0, 0], [1, cut]]), "{id}: {info}");
+    }
+    let root_log = tree.log_of("root");
+    assert!(root_log.contains("the client holds records this history does not"), "ROOT did not say why");
+    assert!(tree.log_of("l2").contains("full refresh complete"), "L2 was not refreshed");
     tree.assert_all_running();
 }

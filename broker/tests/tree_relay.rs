@@ -115,6 +115,7 @@ fn hello(level: u8, token: &str) -> Vec<u8> {
         topics: vec![TopicStart {
             topic: "*".into(),
             uid: TopicUid::UNKNOWN,
+            epoch: protocol::NO_EPOCH,
             start: StartPosition::Earliest,
         }],
     });

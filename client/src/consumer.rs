@@ -66,7 +66,7 @@ impl ConsumerConfig {
 
 /// A subscription entry: `topic` from `start`, holding no copy yet (uid unknown).
 pub fn topic_start(topic: impl Into<String>, start: StartPosition) -> TopicStart {
-    TopicStart { topic: topic.into(), uid: protocol::TopicUid::UNKNOWN, start }
+    TopicStart { topic: topic.into(), uid: protocol::TopicUid::UNKNOWN, epoch: protocol::NO_EPOCH, start }
 }
 
 /// Something the broker sent that the application must handle.
@@ -89,7 +89,7 @@ pub enum Event {
 }
 
 impl Event {
-    /// The event a frame from a broker is, or `None` for heartbeats; a frame a broker never sends is a
+    /// The event a frame from a broker is, or `None` for heartbeats and epoch histories; a frame a broker never sends is a
     /// protocol violation.
     fn from_frame(frame: Frame) -> Result<Option<Event>> {
         Ok(Some(match frame {
@@ -99,7 +99,8 @@ impl Event {
             Frame::Topic(topic) => Event::Topic(topic),
             Frame::Position(position) => Event::Position(position),
             Frame::Error(error) => Event::Error(error),
-            Frame::Ping(_) | Frame::Pong(_) => return Ok(None),
+            // Epoch histories matter only to a copy that outlives a connection (kept through `follow`).
+            Frame::Ping(_) | Frame::Pong(_) | Frame::Epochs(_) => return Ok(None),
             other => return Err(Error::Protocol(format!("unexpected {} from the broker", other.name()))),
         }))
     }

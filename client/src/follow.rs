@@ -10,6 +10,7 @@
 //!        ^                                                                         │
 //!        │ backoff                     BATCH…BATCH (gathered, checked) ──> Sink::on_batches ──> ACK
 //!        │                             RESET / READY / TOPIC / POSITION ─> Sink::on_* ───────> ACK
+//!        │                             EPOCHS ─> Sink::on_epochs ─(diverged)─> SEEK FULL_REFRESH
 //!        └── Upstream::ended <── link ends (silence, ERROR, fault)    Sink::next_work ───> ACK / SEEK
 //! ```
 //!
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use protocol::CheckedBatch;
 use protocol::frame::{
-    Hello, Ready, Reset, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
+    Epochs, Hello, Ready, Reset, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
 };
 
 use crate::backoff::Backoff;
@@ -168,6 +169,12 @@ pub trait Sink: Send {
         &mut self,
         batches: Vec<CheckedBatch>,
     ) -> impl Future<Output = Result<Vec<Durable>, Fault>> + Send;
+
+    /// A topic's epoch history upstream (before its first batch, after a RESET, and whenever it changes;
+    /// `protocol::epoch`). Answers `true` if the copy diverged from it (it holds records the history says
+    /// ROOT no longer has): the follower then drops the topic's batches and asks for a full refresh. A
+    /// history that arrives during a refresh belongs to the copy being built.
+    fn on_epochs(&mut self, epochs: Epochs) -> impl Future<Output = Result<bool, Fault>> + Send;
 
     /// A full refresh of a topic starts: the batches until its READY form the new copy.
     fn on_reset(&mut self, reset: Reset) -> impl Future<Output = Result<Vec<Durable>, Fault>> + Send;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use client::{Durable, Endpoint, Fault, FollowConfig, LinkEnd, Sink, Target, Upstream, Work};
 use protocol::frame::{
-    Batch, DEFAULT_MAX_FRAME_LEN, ErrorCode, Frame, Hello, LEVEL_CONSUMER, PROTOCOL_VERSION, Ready, Reset,
-    Role, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
+    Batch, DEFAULT_MAX_FRAME_LEN, Epochs, ErrorCode, Frame, Hello, LEVEL_CONSUMER, PROTOCOL_VERSION, Ready,
+    Reset, Role, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
 };
 use protocol::{CheckedBatch, NewRecord, TopicUid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -83,7 +83,12 @@ struct MemorySink {
 
 impl Sink for MemorySink {
     async fn hello_topics(&mut self) -> Result<Vec<TopicStart>, Fault> {
-        Ok(vec![TopicStart { topic: "t".into(), uid: TopicUid(9), start: StartPosition::Offset(self.next) }])
+        Ok(vec![TopicStart {
+            topic: "t".into(),
+            uid: TopicUid(9),
+            epoch: protocol::NO_EPOCH,
+            start: StartPosition::Offset(self.next),
+        }])
     }
 
     async fn on_welcome(&mut self, _welcome: &Welcome) -> Result<(), Fault> {
@@ -101,6 +106,10 @@ impl Sink for MemorySink {
         let first_group = self.groups.lock().unwrap().is_empty();
         self.groups.lock().unwrap().push(group);
         Ok(if first_group { vec![Durable { topic: "t".into(), next_offset: self.next }] } else { Vec::new() })
+    }
+
+    async fn on_epochs(&mut self, _epochs: Epochs) -> Result<bool, Fault> {
+        Ok(false)
     }
 
     async fn on_reset(&mut self, _reset: Reset) -> Result<Vec<Durable>, Fault> {

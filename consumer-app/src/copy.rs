@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use protocol::{CheckedBatch, RecordIter, RecordView, TopicUid};
+use protocol::{CheckedBatch, EpochHistory, RecordIter, RecordView, TopicUid};
 use storage::{LogConfig, Store};
 
 use crate::db::{Db, db_path};
@@ -174,6 +174,20 @@ impl LocalCopy {
             topic: String::new(),
             source: Box::new(source),
         })
+    }
+
+    /// Records the broker's epoch history of the live copy of `topic` (of `uid`); answers `true`, recording
+    /// nothing, if the copy holds records the history says ROOT lost, so that it is refreshed instead.
+    pub fn adopt_epochs(&self, topic: &str, uid: TopicUid, history: EpochHistory) -> Result<bool, Error> {
+        let Some(view) = self.view(topic).filter(|view| view.log.uid() == uid) else {
+            return Ok(false);
+        };
+        let adopted = self.store.adopt_epochs(&view.log, history).map_err(|source| Error::Storage {
+            context: "recording the epoch history",
+            topic: topic.to_string(),
+            source: Box::new(source),
+        })?;
+        Ok(matches!(adopted, storage::Adopted::Diverged { .. }))
     }
 
     /// Every live view, by topic name.

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use protocol::{CheckedBatch, RecordView, TopicUid};
+use protocol::{CheckedBatch, EpochHistory, RecordView, TopicUid};
 
 use crate::copy::{AppendSummary, Appended, LocalCopy, TopicView, append_to_log, prove};
 use crate::db::RefreshStart;
@@ -48,6 +48,11 @@ impl Refresh {
     /// Records received so far.
     pub fn n_records(&self) -> u64 {
         self.n_records
+    }
+
+    /// Gives the new copy its broker's epoch history; it is recorded when the copy is swapped in.
+    pub fn set_epochs(&self, history: EpochHistory) {
+        self.replacement.set_epochs(history);
     }
 }
 

@@ -1,6 +1,7 @@
 //! A consumer-app whose broker comes back with less than the app holds (its data directory restored from an
 //! older copy) is not stranded: it waits at its own position while the broker refetches the missing range
-//! from its parent, then goes on, and its copy ends with every offset once, in order.
+//! from its parent, then goes on, and its copy ends with every offset once, in order. An app holding records
+//! that ROOT lost (ROOT began a new epoch where its log was cut) is refreshed to ROOT's history instead.
 
 mod common;
 
@@ -102,5 +103,64 @@ async fn a_broker_restored_from_an_older_copy_makes_its_consumer_wait_not_strand
     app.stop().await;
     common::check_copy(app_dir.path(), "prices", 6_000);
     l2.stop().await;
+    root.stop().await;
+}
+
+/// Every record of `topic` in `log`, as stored.
+fn all_bytes(log: &storage::Log) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut next = log.log_start();
+    while next < log.next_offset() {
+        let chunk = log.read(next, 10_000, 8 * 1024 * 1024).unwrap();
+        assert!(chunk.n_records > 0);
+        next += chunk.n_records;
+        bytes.extend_from_slice(&chunk.records);
+    }
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_holding_records_root_lost_is_refreshed_to_roots_new_epoch() {
+    let root = start_broker().await;
+    let app_dir = tempfile::tempdir().unwrap();
+    let app = AppProcess::start(root.consumers, app_dir.path(), &[("CONSUMER_TOPICS", "prices")]).await;
+    root.inject("prices", 2_000, 100).await;
+    app.wait_for_position("prices", 2_000).await;
+
+    // ROOT stops, and a byte of its active segment (every record is in it) is flipped: recovery cuts the
+    // log at the damaged record, and ROOT begins epoch 1 there.
+    let mut root_config = root.node.config.clone();
+    root_config.http_addr = root.http;
+    root_config.consumer_addr = root.consumers;
+    let segment = root.node.store.topic("prices").unwrap().segments().last().unwrap().path.clone();
+    let root_dir = root.stop().await;
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&segment).unwrap();
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, 130_000).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x5a], 130_000).unwrap();
+    }
+    let root = TestBroker::start_in(root_dir, |config| *config = root_config).await;
+    let log = root.node.store.topic("prices").unwrap();
+    let cut = log.next_offset();
+    assert!(cut < 2_000, "recovery kept the damaged record");
+    assert_eq!(log.epochs().last().map(|epoch| (epoch.epoch, epoch.start_offset)), Some((1, cut)));
+
+    // The lost offsets go to new records; the app must hold ROOT's, not its old ones.
+    root.inject("prices", 3_000, 100).await;
+    app.wait_for("/api/v1/stats", "the app was refreshed", |stats| {
+        stats["recent_refreshes"].as_array().is_some_and(|refreshes| !refreshes.is_empty())
+    })
+    .await;
+    app.wait_for_position("prices", cut + 3_000).await;
+    let expected = all_bytes(&log);
+    app.stop().await;
+    common::check_copy(app_dir.path(), "prices", cut + 3_000);
+    let store =
+        storage::Store::open(consumer_app::copy::store_dir(app_dir.path()), common::log_config()).unwrap();
+    let copy = store.topic("prices").unwrap();
+    assert!(all_bytes(&copy) == expected, "the app's copy differs from ROOT's");
+    assert_eq!(copy.epochs(), log.epochs());
     root.stop().await;
 }

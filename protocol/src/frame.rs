@@ -15,6 +15,7 @@ use std::fmt;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::epoch::EpochHistory;
 use crate::error::WireError;
 use crate::topic::TopicUid;
 
@@ -41,7 +42,7 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 pub const MAX_FRAME_LEN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// The protocol version this codec speaks, sent in HELLO and WELCOME.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The `level` a consumer puts in its HELLO; pipe children send their tree level (ROOT 0 to LOCAL 4).
 pub const LEVEL_CONSUMER: u8 = 255;
@@ -77,11 +78,13 @@ pub enum FrameType {
     Topic = 0x0B,
     /// Server to client: the answer to SEEK, saying where delivery of the topic now starts.
     Position = 0x0C,
+    /// Server to client: a topic's epoch history, before its first BATCH and whenever it changes.
+    Epochs = 0x0D,
 }
 
 impl FrameType {
     /// Every frame type, in type-byte order.
-    pub const ALL: [FrameType; 12] = [
+    pub const ALL: [FrameType; 13] = [
         FrameType::Hello,
         FrameType::Welcome,
         FrameType::Batch,
@@ -94,6 +97,7 @@ impl FrameType {
         FrameType::Error,
         FrameType::Topic,
         FrameType::Position,
+        FrameType::Epochs,
     ];
 
     /// The type byte.
@@ -121,6 +125,7 @@ impl FrameType {
             FrameType::Error => "ERROR",
             FrameType::Topic => "TOPIC",
             FrameType::Position => "POSITION",
+            FrameType::Epochs => "EPOCHS",
         }
     }
 }
@@ -203,13 +208,17 @@ impl StartPosition {
     }
 }
 
-/// One topic of a HELLO: `[topic:str16][uid:16][start]`.
+/// One topic of a HELLO: `[topic:str16][uid:16][epoch:4][start]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicStart {
     /// The topic name, or `*` for every topic, present and future.
     pub topic: String,
     /// The uid of the copy the client holds; [`TopicUid::UNKNOWN`] if none.
     pub uid: TopicUid,
+    /// The epoch of the last record the client holds ([`crate::epoch::EpochHistory::claim`]), or
+    /// [`crate::epoch::NO_EPOCH`] if it holds none or keeps no copy. With an OFFSET start, the server
+    /// refreshes a copy whose epoch ended before that offset.
+    pub epoch: u32,
     /// Where delivery should start.
     pub start: StartPosition,
 }
@@ -218,7 +227,7 @@ pub struct TopicStart {
 ///
 /// ```text
 /// [version:2][role:1][level:1][client_id:str16][group:str16][token:str16][max_in_flight:2][n:2]
-/// then n x [topic:str16][uid:16][start]
+/// then n x [topic:str16][uid:16][epoch:4][start]
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
@@ -362,6 +371,18 @@ pub struct TopicAnnounce {
     pub end_offset: u64,
 }
 
+/// EPOCHS (0x0D): a topic's epoch history as the server holds it.
+/// `[topic:str16][uid:16][n:2]` then n x `[epoch:4][start_offset:8]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Epochs {
+    /// The topic.
+    pub topic: String,
+    /// The uid of the copy the history belongs to.
+    pub uid: TopicUid,
+    /// The history, oldest epoch first (checked when decoded).
+    pub history: EpochHistory,
+}
+
 /// One frame of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -390,6 +411,8 @@ pub enum Frame {
     /// Server to client: the answer to SEEK. Every BATCH of the topic received before it belongs to the old
     /// position and is to be discarded; the next one starts at `start_at`.
     Position(TopicPosition),
+    /// EPOCHS (0x0D).
+    Epochs(Epochs),
 }
 
 impl Frame {
@@ -467,6 +490,7 @@ impl Frame {
             Frame::Error(_) => FrameType::Error,
             Frame::Topic(_) => FrameType::Topic,
             Frame::Position(_) => FrameType::Position,
+            Frame::Epochs(_) => FrameType::Epochs,
         }
     }
 

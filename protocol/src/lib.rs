@@ -6,6 +6,7 @@
 //! answer `Ok(None)` for "not enough bytes yet", so any transport can drive them.
 
 pub mod batch;
+pub mod epoch;
 pub mod error;
 pub mod frame;
 #[cfg(feature = "json")]
@@ -16,11 +17,12 @@ pub mod time;
 pub mod topic;
 
 pub use batch::{CheckedBatch, CheckedRecords, CheckedRun, check_run};
+pub use epoch::{Epoch, EpochHistory, NO_EPOCH};
 pub use error::WireError;
 pub use frame::{
-    Ack, Batch, DEFAULT_MAX_FRAME_LEN, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, FrameType, Hello,
-    LEVEL_CONSUMER, MAX_FRAME_LEN_LIMIT, PROTOCOL_VERSION, Ping, Ready, Reset, Role, Seek, StartPosition,
-    TopicAnnounce, TopicPosition, TopicStart, Welcome, encode_batch_header,
+    Ack, Batch, DEFAULT_MAX_FRAME_LEN, Epochs, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, FrameType,
+    Hello, LEVEL_CONSUMER, MAX_FRAME_LEN_LIMIT, PROTOCOL_VERSION, Ping, Ready, Reset, Role, Seek,
+    StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome, encode_batch_header,
 };
 #[cfg(feature = "json")]
 pub use json::{IngestBody, IngestRecord, OwnedRecord, RecordJson, ValueJson};

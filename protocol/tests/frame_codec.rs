@@ -10,7 +10,7 @@ use protocol::frame::{
     Ack, Batch, DEFAULT_MAX_FRAME_LEN, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, FrameType, Hello,
     MAX_FRAME_LEN_LIMIT, Ping, Role, StartPosition, TopicStart, encode_batch_header,
 };
-use protocol::{TopicUid, check_batch};
+use protocol::{NO_EPOCH, TopicUid, check_batch};
 
 fn decode_whole(bytes: &[u8]) -> Result<Frame, WireError> {
     match Frame::decode(bytes, DEFAULT_MAX_FRAME_LEN)? {
@@ -66,15 +66,25 @@ fn hello_golden_bytes() {
         token: String::new(),
         max_in_flight: 8,
         topics: vec![
-            TopicStart { topic: "px".to_string(), uid: TopicUid(1), start: StartPosition::Offset(5) },
-            TopicStart { topic: "*".to_string(), uid: TopicUid::UNKNOWN, start: StartPosition::Earliest },
+            TopicStart {
+                topic: "px".to_string(),
+                uid: TopicUid(1),
+                epoch: 3,
+                start: StartPosition::Offset(5),
+            },
+            TopicStart {
+                topic: "*".to_string(),
+                uid: TopicUid::UNKNOWN,
+                epoch: NO_EPOCH,
+                start: StartPosition::Earliest,
+            },
         ],
     });
     #[rustfmt::skip]
     let expected: Vec<u8> = vec![
-        75, 0, 0, 0,                    // len
+        83, 0, 0, 0,                    // len
         0x01,                           // type HELLO
-        0xd3, 0x3b, 0xbd, 0xec,         // crc
+        0x17, 0xc3, 0x38, 0x4a,         // crc
         1, 0,                           // version
         1,                              // role: pipe
         2,                              // level: L3
@@ -85,9 +95,11 @@ fn hello_golden_bytes() {
         2, 0,                           // n topics
         2, 0, b'p', b'x',               // topic
         1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // uid 1
+        3, 0, 0, 0,                     // epoch 3
         3, 5, 0, 0, 0, 0, 0, 0, 0,      // start: OFFSET 5
         1, 0, b'*',                     // topic
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // uid unknown
+        0xff, 0xff, 0xff, 0xff,         // epoch: none
         1, 0, 0, 0, 0, 0, 0, 0, 0,      // start: EARLIEST
     ];
     assert_eq!(encoded(&hello), expected);
@@ -197,7 +209,7 @@ fn configured_maximum_is_capped_at_the_protocol_limit() {
 
 #[test]
 fn unknown_frame_type_is_refused() {
-    for frame_type in [0x00, 0x0D, 0xff] {
+    for frame_type in [0x00, 0x7f, 0xff] {
         let bytes = raw_frame(frame_type, b"");
         let error = Frame::decode(&bytes, DEFAULT_MAX_FRAME_LEN).unwrap_err();
         assert_eq!(error, WireError::UnknownFrameType { frame_type });
@@ -473,4 +485,18 @@ fn encoding_refuses_frames_above_the_protocol_limit() {
     let Frame::Batch(batch) = &frame else { unreachable!() };
     assert_eq!(encode_batch_header("t", 0, 0, 1, &batch.records, &mut dst), Err(error));
     assert!(dst.is_empty());
+}
+
+#[test]
+fn an_epoch_history_out_of_order_is_malformed() {
+    let mut payload = vec![1, 0, b't'];
+    payload.extend_from_slice(&[0; 16]);
+    payload.extend_from_slice(&2u16.to_le_bytes());
+    for (epoch, start_offset) in [(1u32, 10u64), (1, 20)] {
+        payload.extend_from_slice(&epoch.to_le_bytes());
+        payload.extend_from_slice(&start_offset.to_le_bytes());
+    }
+    let error = Frame::decode(&raw_frame(0x0D, &payload), DEFAULT_MAX_FRAME_LEN).unwrap_err();
+    assert!(matches!(&error, WireError::Malformed { frame: "EPOCHS", .. }), "{error}");
+    assert_eq!(error.error_code(), ErrorCode::MalformedFrame);
 }

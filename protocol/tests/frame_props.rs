@@ -11,7 +11,7 @@ use protocol::frame::{
     Ack, Batch, DEFAULT_MAX_FRAME_LEN, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, Hello, Ping, Ready,
     Reset, Role, Seek, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
 };
-use protocol::{RecordView, TopicUid, check_batch};
+use protocol::{Epoch, EpochHistory, Epochs, NO_EPOCH, RecordView, TopicUid, check_batch};
 
 fn uid() -> impl Strategy<Value = TopicUid> {
     prop_oneof![Just(TopicUid::UNKNOWN), any::<u128>().prop_map(TopicUid)]
@@ -37,7 +37,12 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 }
 
 fn hello() -> impl Strategy<Value = Frame> {
-    let topic = (text(), uid(), start()).prop_map(|(topic, uid, start)| TopicStart { topic, uid, start });
+    let topic = (text(), uid(), any::<u32>(), start()).prop_map(|(topic, uid, epoch, start)| TopicStart {
+        topic,
+        uid,
+        epoch,
+        start,
+    });
     (
         any::<u16>(),
         prop_oneof![Just(Role::Consumer), Just(Role::Pipe)],
@@ -114,6 +119,20 @@ fn any_frame() -> impl Strategy<Value = Frame> {
                 Frame::Position(TopicPosition { topic, uid, log_start, end_offset, start_at })
             }
         ),
+        (text(), uid(), vec((any::<u32>(), any::<u64>()), 0..6)).prop_map(|(topic, uid, mut entries)| {
+            // Any valid history: numbers and starts sorted, numbers distinct and not NO_EPOCH.
+            entries.sort_unstable();
+            entries.dedup_by_key(|entry| entry.0);
+            entries.retain(|entry| entry.0 != NO_EPOCH);
+            let mut starts: Vec<u64> = entries.iter().map(|entry| entry.1).collect();
+            starts.sort_unstable();
+            let entries = entries
+                .iter()
+                .zip(starts)
+                .map(|(&(epoch, _), start_offset)| Epoch { epoch, start_offset })
+                .collect();
+            Frame::Epochs(Epochs { topic, uid, history: EpochHistory::new(entries).unwrap() })
+        }),
     ]
 }
 

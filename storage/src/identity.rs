@@ -16,11 +16,15 @@
 //!   "uid": "0123456789abcdef0011223344556677",     the topic's uid, 32 hex digits
 //!   "generation": 3,                               the generation directory of the committed copy
 //!   "log_start": 1000,                             the first offset stored
-//!   "created_ms": 1700000000000                    when this copy was created
+//!   "created_ms": 1700000000000,                   when this copy was created
+//!   "epochs": [                                    the epoch history, oldest first (absent: unknown)
+//!     { "epoch": 0, "start_offset": 0 },
+//!     { "epoch": 1, "start_offset": 1200 }
+//!   ]
 //! }
 //! ```
 //!
-//! Compatibility: a field added later (the epoch history, topic settings) gets `#[serde(default)]`, so a
+//! Compatibility: a field added later (the epoch history was, topic settings will) gets `#[serde(default)]`, so a
 //! file written before it still reads, and fields this build does not know are ignored, so a file written by
 //! a newer build still reads. `version` changes only when a file cannot be read correctly by ignoring what
 //! is unknown; a build refuses a file whose version is greater than its own.
@@ -29,7 +33,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use protocol::TopicUid;
+use protocol::{Epoch, EpochHistory, TopicUid};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -52,6 +56,8 @@ pub(crate) struct TopicIdentity {
     pub(crate) log_start: u64,
     /// When the committed copy was created.
     pub(crate) created_ms: u64,
+    /// The epoch history (empty if unknown).
+    pub(crate) epochs: EpochHistory,
 }
 
 impl TopicIdentity {
@@ -63,6 +69,7 @@ impl TopicIdentity {
             generation: row.generation,
             log_start: row.log_start,
             created_ms: row.created_ms,
+            epochs: row.epochs.clone(),
         }
     }
 
@@ -74,6 +81,7 @@ impl TopicIdentity {
             generation: self.generation,
             log_start: self.log_start,
             created_ms: self.created_ms,
+            epochs: self.epochs.clone(),
         }
     }
 }
@@ -104,8 +112,20 @@ struct IdentityFile {
     log_start: u64,
     /// See [`TopicIdentity::created_ms`].
     created_ms: u64,
-    // Fields added later go here, each with `#[serde(default)]` (the epoch history as a list of
-    // `(epoch, start_offset)`, the topic's settings), so that files written before them still read.
+    /// See [`TopicIdentity::epochs`]; absent in files written before epochs existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    epochs: Vec<EpochEntry>,
+    // Fields added later go here, each with `#[serde(default)]` (the topic's settings), so that files
+    // written before them still read.
+}
+
+/// One epoch in the file.
+#[derive(Debug, Serialize, Deserialize)]
+struct EpochEntry {
+    /// See [`Epoch::epoch`].
+    epoch: u32,
+    /// See [`Epoch::start_offset`].
+    start_offset: u64,
 }
 
 /// Reads the identity file in `topic_root`. Only an I/O error other than "not found" is an error; a file
@@ -157,6 +177,12 @@ fn encode(identity: &TopicIdentity) -> Result<Vec<u8>, serde_json::Error> {
         generation: identity.generation,
         log_start: identity.log_start,
         created_ms: identity.created_ms,
+        epochs: identity
+            .epochs
+            .entries()
+            .iter()
+            .map(|entry| EpochEntry { epoch: entry.epoch, start_offset: entry.start_offset })
+            .collect(),
     };
     let mut bytes = serde_json::to_vec_pretty(&file)?;
     bytes.push(b'\n');
@@ -177,12 +203,16 @@ fn decode(bytes: &[u8]) -> Result<TopicIdentity, String> {
     if uid.is_unknown() {
         return Err("the uid is the unknown uid".to_string());
     }
+    let epochs =
+        file.epochs.iter().map(|entry| Epoch { epoch: entry.epoch, start_offset: entry.start_offset });
+    let epochs = EpochHistory::new(epochs.collect()).map_err(|reason| format!("epoch history: {reason}"))?;
     Ok(TopicIdentity {
         name: file.name,
         uid,
         generation: file.generation,
         log_start: file.log_start,
         created_ms: file.created_ms,
+        epochs,
     })
 }
 
@@ -197,6 +227,7 @@ mod tests {
             generation: 3,
             log_start: 1000,
             created_ms: 1_700_000_000_000,
+            epochs: EpochHistory::first(0).begin(1200),
         }
     }
 
@@ -209,7 +240,17 @@ mod tests {
   "uid": "0123456789abcdef0011223344556677",
   "generation": 3,
   "log_start": 1000,
-  "created_ms": 1700000000000
+  "created_ms": 1700000000000,
+  "epochs": [
+    {
+      "epoch": 0,
+      "start_offset": 0
+    },
+    {
+      "epoch": 1,
+      "start_offset": 1200
+    }
+  ]
 }
 "#;
         assert_eq!(text, expected);
@@ -217,10 +258,21 @@ mod tests {
     }
 
     #[test]
+    fn files_from_before_epochs_read_with_an_unknown_history() {
+        let older = r#"{"version": 1, "name": "prices", "uid": "0123456789abcdef0011223344556677",
+            "generation": 3, "log_start": 1000, "created_ms": 1700000000000}"#;
+        assert_eq!(
+            decode(older.as_bytes()).unwrap(),
+            TopicIdentity { epochs: EpochHistory::default(), ..identity() }
+        );
+    }
+
+    #[test]
     fn later_fields_are_ignored_and_missing_optional_ones_default() {
         let newer = r#"{"version": 1, "name": "prices", "uid": "0123456789abcdef0011223344556677",
             "generation": 3, "log_start": 1000, "created_ms": 1700000000000,
-            "epochs": [[0, 0], [1, 500]], "settings": {"cleanup": "compact"}}"#;
+            "epochs": [{"epoch": 0, "start_offset": 0}, {"epoch": 1, "start_offset": 1200, "term": 4}],
+            "settings": {"cleanup": "compact"}}"#;
         assert_eq!(decode(newer.as_bytes()).unwrap(), identity());
     }
 
@@ -236,6 +288,8 @@ mod tests {
             good.replace("0123456789abcdef", "0123456789abcdeX"),
             good.replace("0123456789abcdef0011223344556677", &"0".repeat(32)),
             good.replace("\"generation\": 3,", ""),
+            good.replace("\"start_offset\": 1200", "\"start_offset\": 0")
+                .replace("\"epoch\": 1", "\"epoch\": 0"),
         ];
         for case in cases {
             assert!(decode(case.as_bytes()).is_err(), "{case}");

@@ -22,6 +22,7 @@
 
 mod append;
 mod config;
+mod epochs;
 mod error;
 mod identity;
 mod index;
@@ -41,6 +42,7 @@ mod store;
 mod writer;
 
 pub use config::{FlushPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+pub use epochs::Adopted;
 pub use error::Error;
 pub use integrity::{DamagedSegment, ScrubStep};
 pub use log::{AppendOutcome, Log, LogStats, SegmentInfo};

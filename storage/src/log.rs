@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use protocol::TopicUid;
+use protocol::{EpochHistory, TopicUid};
 use tokio::sync::watch;
 
 use crate::config::LogConfig;
@@ -125,6 +125,8 @@ pub(crate) struct LogParts {
     pub(crate) sealed: Vec<Arc<Segment>>,
     /// The active segment, continuing the sealed ones.
     pub(crate) active: SegmentWriter,
+    /// The epoch history (empty if unknown).
+    pub(crate) epochs: EpochHistory,
 }
 
 /// One topic's log. `Send + Sync`; shared as `Arc<Log>` by the store and every task using the topic.
@@ -158,15 +160,20 @@ pub struct Log {
     pub(crate) readable_offset: AtomicU64,
     /// Records below this are durable.
     durable_offset: AtomicU64,
-    /// Wakes readers when `readable_offset` grows; taken (dropped) when the log is closed.
+    /// Wakes readers when `readable_offset` grows or the epoch history changes; taken (dropped) when the
+    /// log is closed.
     readable_tx: RwLock<Option<watch::Sender<u64>>>,
+    /// The epoch history, changed only through the store (which keeps SQLite and the identity file in step).
+    epochs: RwLock<EpochHistory>,
+    /// Counts changes of `epochs`, so a reader can tell cheaply whether it has sent the latest.
+    epochs_version: AtomicU64,
 }
 
 impl Log {
     /// Builds a log from its parts. Everything in the parts is durable (created empty or recovered and
     /// synced), so every position starts at the end.
     pub(crate) fn assemble(parts: LogParts) -> Log {
-        let LogParts { name, uid, generation, dir, created_ms, config, meta, sealed, active } = parts;
+        let LogParts { name, uid, generation, dir, created_ms, config, meta, sealed, active, epochs } = parts;
         let active_segment = Arc::clone(active.segment());
         let state = active_segment.state();
         let next_offset = state.end_offset;
@@ -201,6 +208,8 @@ impl Log {
             readable_offset: AtomicU64::new(next_offset),
             durable_offset: AtomicU64::new(next_offset),
             readable_tx: RwLock::new(Some(readable_tx)),
+            epochs: RwLock::new(epochs),
+            epochs_version: AtomicU64::new(0),
         }
     }
 
@@ -240,7 +249,40 @@ impl Log {
         self.durable_offset.load(Ordering::Acquire)
     }
 
-    /// A receiver of [`Log::readable_offset`], updated as records become readable. When the log is
+    /// The epoch history (`protocol::epoch`): which records ROOT wrote in which of its lives. Empty if
+    /// unknown (a relay's copy before its parent said, or a topic written before epochs existed).
+    pub fn epochs(&self) -> EpochHistory {
+        self.epochs.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// A number that changes whenever the epoch history does.
+    pub fn epochs_version(&self) -> u64 {
+        self.epochs_version.load(Ordering::Acquire)
+    }
+
+    /// What this copy names in a HELLO: the epoch of its last record (`protocol::NO_EPOCH` if it holds
+    /// none or knows no history).
+    pub fn epoch_claim(&self) -> u32 {
+        self.epochs
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .claim(self.log_start(), self.next_offset())
+    }
+
+    /// Replaces the epoch history in memory and wakes the log's readers, so that they pass it on. The
+    /// store persists it first.
+    pub(crate) fn replace_epochs(&self, epochs: EpochHistory) {
+        *self.epochs.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = epochs;
+        self.epochs_version.fetch_add(1, Ordering::AcqRel);
+        if let Some(sender) =
+            self.readable_tx.read().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref()
+        {
+            sender.send_modify(|_| {});
+        }
+    }
+
+    /// A receiver of [`Log::readable_offset`], updated as records become readable (and marked changed when
+    /// the epoch history changes). When the log is
     /// replaced or deleted its sender is dropped, so `changed()` fails and the waiter should look the topic
     /// up again.
     pub fn subscribe(&self) -> watch::Receiver<u64> {

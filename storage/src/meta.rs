@@ -10,23 +10,24 @@
 //! Opening checks that the file is a database of this schema ([`Meta::open`]); one that is not is
 //! [`Error::UnusableMeta`], which recovery answers by moving the file aside and rebuilding it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use protocol::TopicUid;
+use protocol::{Epoch, EpochHistory, TopicUid};
 use rusqlite::{Connection, ErrorCode, params};
 
 use crate::error::Error;
 
 /// The schema version this build writes and reads (SQLite's `user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// The columns every query of this module uses, one statement per table: preparing them proves that an
 /// existing database has this schema.
-const SCHEMA_PROBES: [(&str, &str); 2] = [
+const SCHEMA_PROBES: [(&str, &str); 3] = [
     ("topics", "SELECT name, uid, generation, log_start, created_ms FROM topics LIMIT 0"),
+    ("epochs", "SELECT topic, epoch, start_offset FROM epochs LIMIT 0"),
     (
         "segments",
         "SELECT topic, generation, base_offset, last_offset, size_bytes, sealed, created_ms, sealed_ms,
@@ -34,7 +35,8 @@ const SCHEMA_PROBES: [(&str, &str); 2] = [
     ),
 ];
 
-/// The schema; `user_version` tells future versions what they are looking at.
+/// The schema; `user_version` tells future versions what they are looking at. Version 2 added `epochs`
+/// (a version 1 database gains the empty table when opened: its topics then have no known history).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS topics (
     name        TEXT PRIMARY KEY,
@@ -55,7 +57,13 @@ CREATE TABLE IF NOT EXISTS segments (
     last_timestamp_ms  INTEGER,
     PRIMARY KEY (topic, generation, base_offset)
 );
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS epochs (
+    topic         TEXT NOT NULL,
+    epoch         INTEGER NOT NULL,
+    start_offset  INTEGER NOT NULL,
+    PRIMARY KEY (topic, epoch)
+);
+PRAGMA user_version = 2;
 ";
 
 /// A topic as the database records it.
@@ -71,6 +79,8 @@ pub(crate) struct TopicRow {
     pub(crate) log_start: u64,
     /// When the topic (this copy) was created.
     pub(crate) created_ms: u64,
+    /// The topic's epoch history (empty if unknown).
+    pub(crate) epochs: EpochHistory,
 }
 
 /// A segment as the database records it.
@@ -186,9 +196,41 @@ impl Meta {
                 generation: from_sql(generation),
                 log_start: from_sql(log_start),
                 created_ms: from_sql(created_ms),
+                epochs: EpochHistory::default(),
             });
         }
+        let mut statement = connection
+            .prepare("SELECT topic, epoch, start_offset FROM epochs ORDER BY topic, epoch")
+            .map_err(self.error("list epochs"))?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get(2)?)))
+            .map_err(self.error("list epochs"))?;
+        let mut entries: BTreeMap<String, Vec<Epoch>> = BTreeMap::new();
+        for row in rows {
+            let (topic, epoch, start_offset) = row.map_err(self.error("list epochs"))?;
+            let epoch = u32::try_from(epoch).map_err(|_| Error::CorruptMeta {
+                path: self.path.clone(),
+                detail: format!("topic {topic:?}: epoch {epoch} out of range"),
+            })?;
+            entries.entry(topic).or_default().push(Epoch { epoch, start_offset: from_sql(start_offset) });
+        }
+        for topic in &mut topics {
+            if let Some(entries) = entries.remove(&topic.name) {
+                topic.epochs = EpochHistory::new(entries).map_err(|detail| Error::CorruptMeta {
+                    path: self.path.clone(),
+                    detail: format!("topic {:?}: epoch history: {detail}", topic.name),
+                })?;
+            }
+        }
         Ok(topics)
+    }
+
+    /// Replaces a topic's epoch history.
+    pub(crate) fn set_epochs(&self, topic: &str, epochs: &EpochHistory) -> Result<(), Error> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction().map_err(self.error("record epochs"))?;
+        replace_epochs(&transaction, topic, epochs).map_err(self.error("record epochs"))?;
+        transaction.commit().map_err(self.error("record epochs"))
     }
 
     /// The segments of one generation of a topic, sorted by base offset.
@@ -234,20 +276,10 @@ impl Meta {
     /// Records a topic rebuilt from its identity file, without segment rows (recovery adds them as it
     /// adopts the segment files).
     pub(crate) fn insert_topic(&self, topic: &TopicRow) -> Result<(), Error> {
-        self.connection()
-            .execute(
-                "INSERT INTO topics (name, uid, generation, log_start, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    topic.name,
-                    topic.uid.to_string(),
-                    to_sql(topic.generation),
-                    to_sql(topic.log_start),
-                    to_sql(topic.created_ms)
-                ],
-            )
-            .map(|_| ())
-            .map_err(self.error("rebuild a topic"))
+        let mut connection = self.connection();
+        let transaction = connection.transaction().map_err(self.error("rebuild a topic"))?;
+        insert_topic_row(&transaction, topic).map_err(self.error("rebuild a topic"))?;
+        transaction.commit().map_err(self.error("rebuild a topic"))
     }
 
     /// The committed generation of a topic, if the topic exists.
@@ -277,19 +309,7 @@ impl Meta {
     pub(crate) fn create_topic(&self, topic: &TopicRow, first: &SegmentRow) -> Result<(), Error> {
         let mut connection = self.connection();
         let transaction = connection.transaction().map_err(self.error("create a topic"))?;
-        transaction
-            .execute(
-                "INSERT INTO topics (name, uid, generation, log_start, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    topic.name,
-                    topic.uid.to_string(),
-                    to_sql(topic.generation),
-                    to_sql(topic.log_start),
-                    to_sql(topic.created_ms)
-                ],
-            )
-            .map_err(self.error("create a topic"))?;
+        insert_topic_row(&transaction, topic).map_err(self.error("create a topic"))?;
         upsert_segment(&transaction, &topic.name, topic.generation, first)
             .map_err(self.error("create a topic"))?;
         transaction.commit().map_err(self.error("create a topic"))
@@ -348,6 +368,8 @@ impl Meta {
         transaction
             .execute("DELETE FROM segments WHERE topic = ?1", params![topic])
             .map_err(self.error("delete a topic"))?;
+        replace_epochs(&transaction, topic, &EpochHistory::default())
+            .map_err(self.error("delete a topic"))?;
         transaction.commit().map_err(self.error("delete a topic"))
     }
 
@@ -373,6 +395,8 @@ impl Meta {
                     to_sql(topic.created_ms)
                 ],
             )
+            .map_err(self.error("commit a replacement"))?;
+        replace_epochs(&transaction, &topic.name, &topic.epochs)
             .map_err(self.error("commit a replacement"))?;
         if let Some(previous) = previous_generation {
             transaction
@@ -454,6 +478,37 @@ fn check_existing(connection: &Connection, path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Inserts a topic row and its epoch history.
+fn insert_topic_row(connection: &Connection, topic: &TopicRow) -> Result<(), rusqlite::Error> {
+    connection.execute(
+        "INSERT INTO topics (name, uid, generation, log_start, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            topic.name,
+            topic.uid.to_string(),
+            to_sql(topic.generation),
+            to_sql(topic.log_start),
+            to_sql(topic.created_ms)
+        ],
+    )?;
+    replace_epochs(connection, &topic.name, &topic.epochs)
+}
+
+/// Replaces the epoch rows of a topic.
+fn replace_epochs(
+    connection: &Connection,
+    topic: &str,
+    epochs: &EpochHistory,
+) -> Result<(), rusqlite::Error> {
+    connection.execute("DELETE FROM epochs WHERE topic = ?1", params![topic])?;
+    for entry in epochs.entries() {
+        connection.execute(
+            "INSERT INTO epochs (topic, epoch, start_offset) VALUES (?1, ?2, ?3)",
+            params![topic, i64::from(entry.epoch), to_sql(entry.start_offset)],
+        )?;
+    }
+    Ok(())
+}
+
 /// Inserts or replaces one segment row.
 fn upsert_segment(
     connection: &Connection,
@@ -491,6 +546,7 @@ mod tests {
             generation,
             log_start: 5,
             created_ms: 9,
+            epochs: EpochHistory::first(0).begin(7),
         }
     }
 
@@ -504,6 +560,10 @@ mod tests {
         let names: Vec<_> = meta.topics().unwrap().into_iter().map(|t| (t.name, t.generation)).collect();
         assert_eq!(names, vec![("a".to_string(), 2), ("b".to_string(), 1)]);
         assert_eq!(meta.topics().unwrap()[0].uid, TopicUid(u128::MAX - 1));
+        assert_eq!(meta.topics().unwrap()[1].epochs, EpochHistory::first(0).begin(7));
+        let later = EpochHistory::first(0).begin(7).begin(20);
+        meta.set_epochs("b", &later).unwrap();
+        assert_eq!(meta.topics().unwrap()[1].epochs, later);
         assert_eq!(meta.segments("a", 2).unwrap()[0].base_offset, u64::MAX);
 
         let sealed = SegmentRow {
@@ -535,8 +595,23 @@ mod tests {
         assert!(matches!(error, Error::UnusableMeta { .. }), "{error}");
 
         let newer = dir.path().join("newer.sqlite");
-        Connection::open(&newer).unwrap().execute_batch("PRAGMA user_version = 2;").unwrap();
+        Connection::open(&newer).unwrap().execute_batch("PRAGMA user_version = 3;").unwrap();
         assert!(matches!(Meta::open(&newer), Err(Error::UnusableMeta { source: None, .. })));
+
+        // A version 1 database (before epochs) opens, and its topics have no known history.
+        let older = dir.path().join("older.sqlite");
+        let version_1 = SCHEMA.split("CREATE TABLE IF NOT EXISTS epochs").next().unwrap();
+        Connection::open(&older)
+            .unwrap()
+            .execute_batch(&format!(
+                "{version_1}; PRAGMA user_version = 1;
+                 INSERT INTO topics VALUES ('t', '{}', 1, 0, 9);",
+                TopicUid(7)
+            ))
+            .unwrap();
+        let topics = Meta::open(&older).unwrap().topics().unwrap();
+        assert_eq!(topics.len(), 1);
+        assert!(topics[0].epochs.is_empty());
 
         let empty = dir.path().join("empty.sqlite");
         std::fs::write(&empty, b"").unwrap();

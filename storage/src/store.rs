@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use protocol::{TopicUid, validate_topic_name};
+use protocol::{EpochHistory, TopicUid, validate_topic_name};
 use tokio::sync::watch;
 
 use crate::config::{FlushPolicy, LogConfig};
@@ -126,20 +126,26 @@ impl Store {
     /// starts). Fails with [`Error::TopicExists`] if the name is taken. The identity file is written
     /// before the SQLite row: a crash between the two leaves a topic recovery rebuilds, never files
     /// nobody can account for.
+    /// Its epoch history is unknown until [`Store::adopt_epochs`] records its parent's.
     pub fn create_topic(&self, name: &str, uid: TopicUid, first_offset: u64) -> Result<Arc<Log>, Error> {
+        self.create(name, uid, first_offset, EpochHistory::default())
+    }
+
+    /// Creates a topic with `epochs` as its history.
+    fn create(
+        &self,
+        name: &str,
+        uid: TopicUid,
+        first_offset: u64,
+        epochs: EpochHistory,
+    ) -> Result<Arc<Log>, Error> {
         check_name(name)?;
         let _admin = self.admin();
         if self.topic_map().contains_key(name) {
             return Err(Error::TopicExists { name: name.to_string() });
         }
-        let log = self.new_log(name, uid, first_offset)?;
-        let row = TopicRow {
-            name: name.to_string(),
-            uid,
-            generation: log.generation,
-            log_start: first_offset,
-            created_ms: log.created_ms,
-        };
+        let log = self.new_log(name, uid, first_offset, epochs)?;
+        let row = identity_row(&log);
         let topic_root = topic_root(&self.inner.root, name);
         let created = write_identity(&topic_root, &TopicIdentity::of_row(&row)).and_then(|()| {
             self.inner.meta.create_topic(&row, &SegmentRow::active(first_offset, log.created_ms))
@@ -157,12 +163,13 @@ impl Store {
         Ok(log)
     }
 
-    /// The topic's log, created at offset 0 with `uid_if_new` if it does not exist (ROOT's first publish).
+    /// The topic's log, created at offset 0 with `uid_if_new` and epoch 0 if it does not exist (ROOT's
+    /// first publish).
     pub fn get_or_create_topic(&self, name: &str, uid_if_new: TopicUid) -> Result<Arc<Log>, Error> {
         if let Some(log) = self.topic(name) {
             return Ok(log);
         }
-        match self.create_topic(name, uid_if_new, 0) {
+        match self.create(name, uid_if_new, 0, EpochHistory::first(0)) {
             Err(Error::TopicExists { .. }) => {
                 self.topic(name).ok_or_else(|| Error::UnknownTopic { name: name.to_string() })
             }
@@ -199,7 +206,7 @@ impl Store {
     pub fn begin_replace(&self, name: &str, uid: TopicUid, first_offset: u64) -> Result<Replacement, Error> {
         check_name(name)?;
         let _admin = self.admin();
-        let log = self.new_log(name, uid, first_offset)?;
+        let log = self.new_log(name, uid, first_offset, EpochHistory::default())?;
         let row = SegmentRow::active(first_offset, log.created_ms);
         if let Err(error) = self.inner.meta.upsert_segments(name, log.generation, &[row]) {
             remove_dir_logged(&log.dir, "replacement creation failed");
@@ -312,6 +319,17 @@ impl Store {
         write_identity(&topic_root, &TopicIdentity::of_row(&identity_row(log)))
     }
 
+    /// Rewrites a committed topic's identity file with a new epoch history (the caller holds the admin lock).
+    pub(crate) fn write_identity_with_epochs(&self, log: &Log, epochs: &EpochHistory) -> Result<(), Error> {
+        let identity = TopicIdentity { epochs: epochs.clone(), ..TopicIdentity::of_row(&identity_row(log)) };
+        write_identity(&topic_root(&self.inner.root, log.name()), &identity)
+    }
+
+    /// The metadata database.
+    pub(crate) fn meta(&self) -> &Meta {
+        &self.inner.meta
+    }
+
     /// Puts back the identity file of a committed copy after a change to it failed; a failure here is only
     /// logged, because recovery rewrites the file from SQLite anyway.
     fn restore_identity(&self, log: &Log) {
@@ -322,7 +340,13 @@ impl Store {
     }
 
     /// Creates the directory and first segment of a new copy of a topic, in a new generation.
-    fn new_log(&self, name: &str, uid: TopicUid, first_offset: u64) -> Result<Log, Error> {
+    fn new_log(
+        &self,
+        name: &str,
+        uid: TopicUid,
+        first_offset: u64,
+        epochs: EpochHistory,
+    ) -> Result<Log, Error> {
         let root = &self.inner.root;
         let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
         let dir = topic_dir(root, name, generation);
@@ -346,6 +370,7 @@ impl Store {
             meta: Arc::clone(&self.inner.meta),
             sealed: Vec::new(),
             active,
+            epochs,
         }))
     }
 
@@ -360,7 +385,7 @@ impl Store {
     }
 
     /// The lock that serialises changes to the set of topics.
-    fn admin(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn admin(&self) -> MutexGuard<'_, ()> {
         self.inner.admin.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -400,6 +425,7 @@ fn identity_row(log: &Log) -> TopicRow {
         generation: log.generation,
         log_start: log.log_start(),
         created_ms: log.created_ms,
+        epochs: log.epochs(),
     }
 }
 

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use common::{append_n, check_records, copy_dir, open, read_all, tiny_config, uid};
-use protocol::{NewRecord, TopicUid};
-use storage::{LogConfig, Store};
+use protocol::{Epoch, EpochHistory, NewRecord, TopicUid};
+use storage::{Adopted, LogConfig, Store};
 
 /// What one topic of a store holds, to compare before and after recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,8 @@ struct TopicState {
     bases: Vec<u64>,
     /// Every record's bytes.
     records: Vec<u8>,
+    /// Its epoch history.
+    epochs: EpochHistory,
 }
 
 /// Every topic of a store.
@@ -41,6 +43,7 @@ fn state(store: &Store) -> Vec<TopicState> {
             next_offset: log.next_offset(),
             bases: log.segments().iter().map(|segment| segment.base_offset).collect(),
             records: read_all(log),
+            epochs: log.epochs(),
         })
         .collect()
 }
@@ -57,7 +60,10 @@ fn fill(store: &Store) {
     append_n(&log, 600, 20);
     assert!(store.enforce_retention().unwrap().segments_removed > 0);
     assert!(log.log_start() > 0);
+    store.begin_epoch(&log).unwrap();
     let relay = store.create_topic("relay", uid(2), 5000).unwrap();
+    let relay_epochs = EpochHistory::new(vec![Epoch { epoch: 4, start_offset: 0 }]).unwrap();
+    assert_eq!(store.adopt_epochs(&relay, relay_epochs).unwrap(), Adopted::Stored);
     append_n(&relay, 50, 7);
     store.create_topic("empty", uid(3), 77).unwrap();
 }

@@ -42,6 +42,8 @@ pub struct TopicInfo {
     pub bytes: u64,
     /// Number of segment files.
     pub segments: usize,
+    /// The epoch history, oldest first: `[epoch, start_offset]` pairs (empty if not known yet).
+    pub epochs: Vec<(u32, u64)>,
 }
 
 impl TopicInfo {
@@ -57,6 +59,7 @@ impl TopicInfo {
             records: log.next_offset().saturating_sub(log.log_start()),
             bytes: stats.size_bytes,
             segments: stats.n_segments,
+            epochs: log.epochs().entries().iter().map(|entry| (entry.epoch, entry.start_offset)).collect(),
         }
     }
 }

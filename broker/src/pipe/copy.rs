@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use client::{Durable, Fault, Sink};
-use protocol::frame::{Ready, Reset, StartPosition, TopicAnnounce, TopicStart, Welcome};
-use protocol::{ALL_TOPICS, CheckedBatch, TopicUid};
-use storage::Replacement;
+use protocol::frame::{Epochs, Ready, Reset, StartPosition, TopicAnnounce, TopicStart, Welcome};
+use protocol::{ALL_TOPICS, CheckedBatch, NO_EPOCH, TopicUid};
+use storage::{Adopted, Replacement};
 
 use crate::node::Node;
 
@@ -45,12 +45,14 @@ impl Sink for ChildCopy {
             .map(|log| TopicStart {
                 topic: log.name().to_string(),
                 uid: log.uid(),
+                epoch: log.epoch_claim(),
                 start: StartPosition::Offset(log.next_offset()),
             })
             .collect();
         topics.push(TopicStart {
             topic: ALL_TOPICS.to_string(),
             uid: TopicUid::UNKNOWN,
+            epoch: NO_EPOCH,
             start: StartPosition::Earliest,
         });
         Ok(topics)
@@ -108,6 +110,25 @@ impl Sink for ChildCopy {
         metrics.stored(&topic, outcome.n_appended, n_bytes);
         self.node.pipe.parent_end(&topic, parent_end);
         Ok(vec![Durable { topic, next_offset: outcome.durable_offset.min(received_end) }])
+    }
+
+    /// Records the parent's epoch history of a topic: for the refresh being built, or for the copy, unless
+    /// the copy holds records the history says ROOT lost (then the follower asks for a full refresh).
+    async fn on_epochs(&mut self, epochs: Epochs) -> Result<bool, Fault> {
+        if let Some(replacement) = self.refreshes.get(&epochs.topic) {
+            replacement.set_epochs(epochs.history);
+            return Ok(false);
+        }
+        let Some(log) = self.node.store.topic(&epochs.topic).filter(|log| log.uid() == epochs.uid) else {
+            // Not held, or another history: the parent refreshes it whole anyway.
+            return Ok(false);
+        };
+        let store = Arc::clone(&self.node.store);
+        let adopted = tokio::task::spawn_blocking(move || store.adopt_epochs(&log, epochs.history))
+            .await
+            .map_err(|error| Fault::Storage(error.to_string()))?
+            .map_err(|error| Fault::Storage(error.to_string()))?;
+        Ok(matches!(adopted, Adopted::Diverged { .. }))
     }
 
     /// Starts a full refresh of a topic: a replacement from the parent's log start, with the parent's uid.

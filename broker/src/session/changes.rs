@@ -104,7 +104,7 @@ impl Session {
         let begin = if pending_refresh {
             Begin::Refresh
         } else {
-            self.for_role(resolve_start(start, cursor.client_uid, &log, committed))
+            self.for_role(resolve_start(start, cursor.client_uid, cursor.client_epoch, &log, committed))
         };
         self.cursors[index].attached = Some(Attached::new(log, &self.wake));
         self.queue(Frame::Topic(announce))?;

@@ -8,10 +8,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use protocol::frame::{
-    ErrorCode, ErrorFrame, Frame, Hello, LEVEL_CONSUMER, PROTOCOL_VERSION, Role, StartPosition,
-    TopicPosition, Welcome,
+    ErrorCode, ErrorFrame, Frame, Hello, LEVEL_CONSUMER, PROTOCOL_VERSION, Role, TopicPosition, TopicStart,
+    Welcome,
 };
-use protocol::{ALL_TOPICS, TopicUid, validate_topic_name};
+use protocol::{ALL_TOPICS, NO_EPOCH, TopicUid, validate_topic_name};
 
 use super::{End, Outbound, Peer, SILENT_INTERVALS, Session};
 use crate::config::Level;
@@ -62,27 +62,18 @@ impl Session {
                 self.all_topics = Some(entry.start);
                 continue;
             }
-            self.open_topic(
-                &entry.topic,
-                entry.uid,
-                entry.start,
-                &mut positions,
-                &mut refreshes,
-                &mut errors,
-            );
+            self.open_topic(entry, &mut positions, &mut refreshes, &mut errors);
         }
         if let Some(start) = self.all_topics {
             for log in self.node.store.topics() {
                 if !explicit.contains(log.name()) {
-                    let topic = log.name().to_string();
-                    self.open_topic(
-                        &topic,
-                        TopicUid::UNKNOWN,
+                    let entry = TopicStart {
+                        topic: log.name().to_string(),
+                        uid: TopicUid::UNKNOWN,
+                        epoch: NO_EPOCH,
                         start,
-                        &mut positions,
-                        &mut refreshes,
-                        &mut errors,
-                    );
+                    };
+                    self.open_topic(&entry, &mut positions, &mut refreshes, &mut errors);
                 }
             }
         }
@@ -184,18 +175,19 @@ impl Session {
     /// WELCOME goes into `refreshes`; a refusal (offset beyond the end) into `errors` instead of a cursor.
     fn open_topic(
         &mut self,
-        topic: &str,
-        client_uid: TopicUid,
-        start: StartPosition,
+        entry: &TopicStart,
         positions: &mut Vec<TopicPosition>,
         refreshes: &mut Vec<usize>,
         errors: &mut Vec<ErrorFrame>,
     ) {
+        let TopicStart { topic, uid: client_uid, epoch: client_epoch, start } = entry;
+        let (topic, client_uid, client_epoch, start) = (topic.as_str(), *client_uid, *client_epoch, *start);
         let Some(log) = self.node.store.topic(topic) else {
             let claim = self.node.members.claim(&self.group, topic, self.connection_id, &self.wake);
             self.by_topic.insert(topic.to_string(), self.cursors.len());
             let mut cursor = Cursor::waiting(topic.to_string(), start, claim);
             cursor.client_uid = client_uid;
+            cursor.client_epoch = client_epoch;
             self.cursors.push(cursor);
             positions.push(TopicPosition {
                 topic: topic.to_string(),
@@ -212,6 +204,7 @@ impl Session {
             self.for_role(resolve_start(
                 start,
                 client_uid,
+                client_epoch,
                 &log,
                 self.node.groups.committed(&self.group, topic),
             ))

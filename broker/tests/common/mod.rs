@@ -79,7 +79,7 @@ where
 
 /// A subscription entry with an unknown uid.
 pub fn start(topic: &str, start: StartPosition) -> TopicStart {
-    TopicStart { topic: topic.to_string(), uid: TopicUid::UNKNOWN, start }
+    TopicStart { topic: topic.to_string(), uid: TopicUid::UNKNOWN, epoch: protocol::NO_EPOCH, start }
 }
 
 /// One record as a test sees it.

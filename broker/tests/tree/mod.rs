@@ -466,6 +466,36 @@ impl Drop for Tree {
     }
 }
 
+/// The segment files of `topic` in a broker's data directory, oldest first.
+pub fn segment_files(data_dir: &Path, topic: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for generation in std::fs::read_dir(data_dir.join("topics").join(topic)).unwrap() {
+        let generation = generation.unwrap().path();
+        if !generation.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&generation).unwrap() {
+            let file = file.unwrap().path();
+            if file.extension().is_some_and(|extension| extension == "log") {
+                files.push(file);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Flips one byte of a file in place.
+pub fn flip_byte(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, at).unwrap();
+    byte[0] ^= 0x5a;
+    file.write_all_at(&byte, at).unwrap();
+    file.sync_all().unwrap();
+}
+
 /// The value of `name=value` in a text log line (empty if the line has no such field).
 pub fn log_field<'a>(line: &'a str, name: &str) -> &'a str {
     let key = format!(" {name}=");

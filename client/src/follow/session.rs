@@ -3,6 +3,7 @@
 //! [`MAX_GROUP_BATCHES`] or [`MAX_GROUP_BYTES`]), each proven once, and handed to the sink together, so one
 //! append, one flush and one ACK serve them all.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use protocol::CheckedBatch;
@@ -64,6 +65,7 @@ pub(super) async fn run_link<U: Upstream, S: Sink>(
         heartbeat: config.heartbeat,
         next_nonce: 1,
         local_fault: false,
+        diverged: HashSet::new(),
     };
     let end = session.run(target, upstream, sink, stop).await;
     session.link.close(CLOSE_GRACE).await;
@@ -86,6 +88,9 @@ struct Session<'c> {
     next_nonce: u64,
     /// Whether the copy failed to store.
     local_fault: bool,
+    /// Topics whose copy diverged from the upstream's epoch history: their batches are dropped until the
+    /// RESET of the full refresh asked for.
+    diverged: HashSet<String>,
 }
 
 impl Session<'_> {
@@ -217,6 +222,7 @@ impl Session<'_> {
     /// Handles one frame from the upstream.
     async fn on_frame<S: Sink>(&mut self, frame: Frame, sink: &mut S) -> Result<(), LinkEnd> {
         let acks = match frame {
+            Frame::Batch(batch) if self.diverged.contains(&batch.topic) => return Ok(()),
             Frame::Batch(batch) => {
                 let group = match self.gather(batch) {
                     Ok(group) => group,
@@ -224,8 +230,19 @@ impl Session<'_> {
                 };
                 sink.on_batches(group).await
             }
+            Frame::Epochs(epochs) => {
+                let topic = epochs.topic.clone();
+                match sink.on_epochs(epochs).await {
+                    Ok(true) => return self.refresh_diverged(topic).await,
+                    Ok(false) => Ok(Vec::new()),
+                    Err(fault) => Err(fault),
+                }
+            }
             Frame::Topic(announce) => sink.on_topic(&announce).await.map(|()| Vec::new()),
-            Frame::Reset(reset) => sink.on_reset(reset).await,
+            Frame::Reset(reset) => {
+                self.diverged.remove(&reset.topic);
+                sink.on_reset(reset).await
+            }
             Frame::Ready(ready) => sink.on_ready(ready).await,
             Frame::Position(position) => sink.on_position(&position).await.map(|()| Vec::new()),
             Frame::Ping(ping) => return self.send(Frame::Pong(ping)).await,
@@ -290,6 +307,15 @@ impl Session<'_> {
         let nonce = self.next_nonce;
         self.next_nonce += 1;
         self.send(Frame::Ping(Ping { nonce, timestamp_ms: now_ms() })).await
+    }
+
+    /// The copy of `topic` holds records its upstream's history does not: drop what comes of it until a
+    /// full refresh replaces it.
+    async fn refresh_diverged(&mut self, topic: String) -> Result<(), LinkEnd> {
+        tracing::warn!(%topic, "this copy holds records the upstream's epoch history does not (ROOT lost \
+            them); asking for a full refresh");
+        self.diverged.insert(topic.clone());
+        self.send(Frame::Seek(Seek { topic, start: StartPosition::FullRefresh })).await
     }
 
     /// Sends what background work produced.

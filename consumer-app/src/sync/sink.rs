@@ -9,8 +9,10 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use client::{Durable, Fault, Sink, Work};
-use protocol::frame::{Ready, Reset, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome};
-use protocol::{ALL_TOPICS, CheckedBatch, RecordView, TopicUid};
+use protocol::frame::{
+    Epochs, Ready, Reset, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
+};
+use protocol::{ALL_TOPICS, CheckedBatch, EpochHistory, NO_EPOCH, RecordView, TopicUid};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -36,6 +38,8 @@ pub(super) struct AppSink<'s> {
     uids: HashMap<String, TopicUid>,
     /// Refreshes in progress.
     refreshes: HashMap<String, Refresh>,
+    /// Epoch histories received for topics not held yet, adopted once their first records are stored.
+    histories: HashMap<String, EpochHistory>,
     /// The group whose keys are being indexed.
     indexing: Option<Indexing>,
     /// Indexed groups waiting for room in the handler queue.
@@ -67,6 +71,7 @@ impl<'s> AppSink<'s> {
             epoch: 0,
             uids: HashMap::new(),
             refreshes: HashMap::new(),
+            histories: HashMap::new(),
             indexing: None,
             to_handler: VecDeque::new(),
             acks: Vec::new(),
@@ -148,6 +153,9 @@ impl Sink for AppSink<'_> {
             .map_err(join_fault)?;
             match appended {
                 Ok(appended) => {
+                    if let Some(history) = self.histories.remove(&topic) {
+                        self.adopt_epochs(&topic, uid, history).await?;
+                    }
                     let first_new_offset = appended.first_new_offset;
                     (appended, first_new_offset, batches)
                 }
@@ -170,6 +178,26 @@ impl Sink for AppSink<'_> {
         });
         self.indexing = Some(Indexing { topic, records, handler_from, appended, task });
         Ok(std::mem::take(&mut self.acks))
+    }
+
+    /// The broker's epoch history of a topic: for the refresh being built, for the live copy (unless it
+    /// holds records the history says ROOT lost: then the follower asks for a full refresh), or kept for
+    /// a copy not created yet.
+    async fn on_epochs(&mut self, epochs: Epochs) -> Result<bool, Fault> {
+        let Epochs { topic, uid, history } = epochs;
+        if let Some(refresh) = self.refreshes.get(&topic) {
+            refresh.set_epochs(history);
+            return Ok(false);
+        }
+        match self.sync.copy.view(&topic) {
+            Some(view) if view.log.uid() == uid => self.adopt_epochs(&topic, uid, history).await,
+            // Another history is refreshed whole anyway.
+            Some(_) => Ok(false),
+            None => {
+                self.histories.insert(topic, history);
+                Ok(false)
+            }
+        }
     }
 
     async fn on_reset(&mut self, reset: Reset) -> Result<Vec<Durable>, Fault> {
@@ -331,7 +359,8 @@ impl AppSink<'_> {
             } else {
                 StartPosition::Offset(view.log.next_offset())
             };
-            starts.push(TopicStart { topic: view.name.to_string(), uid: view.log.uid(), start });
+            let (uid, epoch) = (view.log.uid(), view.log.epoch_claim());
+            starts.push(TopicStart { topic: view.name.to_string(), uid, epoch, start });
         }
         for topic in topics {
             if topic != ALL_TOPICS && !held.contains(topic) {
@@ -340,13 +369,19 @@ impl AppSink<'_> {
                 } else {
                     StartPosition::Earliest
                 };
-                starts.push(TopicStart { topic: topic.clone(), uid: TopicUid::UNKNOWN, start });
+                starts.push(TopicStart {
+                    topic: topic.clone(),
+                    uid: TopicUid::UNKNOWN,
+                    epoch: NO_EPOCH,
+                    start,
+                });
             }
         }
         if all {
             starts.push(TopicStart {
                 topic: ALL_TOPICS.to_string(),
                 uid: TopicUid::UNKNOWN,
+                epoch: NO_EPOCH,
                 start: StartPosition::Earliest,
             });
         }
@@ -445,6 +480,16 @@ impl AppSink<'_> {
     }
 
     /// The uid records of `topic` belong to: the broker's, or failing that the local copy's.
+    /// Records the broker's history of the live copy of `topic`; `true` if the copy diverged from it.
+    async fn adopt_epochs(&self, topic: &str, uid: TopicUid, history: EpochHistory) -> Result<bool, Fault> {
+        let copy = self.sync.copy.clone();
+        let name = topic.to_string();
+        tokio::task::spawn_blocking(move || copy.adopt_epochs(&name, uid, history))
+            .await
+            .map_err(join_fault)?
+            .map_err(storage_fault)
+    }
+
     fn uid_of(&self, topic: &str) -> Option<TopicUid> {
         self.uids.get(topic).copied().or_else(|| self.sync.copy.view(topic).map(|view| view.log.uid()))
     }

@@ -7,17 +7,20 @@ use bytes::{Bytes, BytesMut};
 
 use super::crc::payload_crc;
 use super::{
-    Ack, Batch, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, FrameType, Hello, MAX_FRAME_LEN_LIMIT, Ping,
-    Ready, Reset, Role, START_POSITION_LEN, Seek, StartPosition, TopicAnnounce, TopicPosition, TopicStart,
-    Welcome,
+    Ack, Batch, Epochs, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, FrameType, Hello,
+    MAX_FRAME_LEN_LIMIT, Ping, Ready, Reset, Role, START_POSITION_LEN, Seek, StartPosition, TopicAnnounce,
+    TopicPosition, TopicStart, Welcome,
 };
+use crate::epoch::{Epoch, EpochHistory};
 use crate::error::WireError;
 use crate::topic::TopicUid;
 
 /// The smallest encoding of one HELLO topic entry (an empty name), used to bound preallocation.
-const HELLO_TOPIC_MIN_LEN: usize = 2 + 16 + START_POSITION_LEN;
+const HELLO_TOPIC_MIN_LEN: usize = 2 + 16 + 4 + START_POSITION_LEN;
 /// The smallest encoding of one WELCOME topic entry (an empty name), used to bound preallocation.
 const WELCOME_TOPIC_MIN_LEN: usize = 2 + 16 + 8 + 8 + 8;
+/// The bytes of one EPOCHS entry.
+const EPOCH_LEN: usize = 4 + 8;
 
 /// Implements [`Frame::decode`].
 pub(super) fn decode(buf: &[u8], max_len: usize) -> Result<Option<(Frame, usize)>, WireError> {
@@ -111,6 +114,7 @@ fn decode_payload(
             end_offset: reader.u64("end_offset")?,
         }),
         FrameType::Position => Frame::Position(read_topic_position(&mut reader)?),
+        FrameType::Epochs => Frame::Epochs(read_epochs(&mut reader)?),
     };
     reader.finish()?;
     Ok(frame)
@@ -128,7 +132,12 @@ fn read_hello(reader: &mut Reader<'_>) -> Result<Hello, WireError> {
     let n_topics = reader.u16("n")? as usize;
     let mut topics = Vec::with_capacity(n_topics.min(reader.remaining() / HELLO_TOPIC_MIN_LEN));
     for _ in 0..n_topics {
-        topics.push(TopicStart { topic: reader.str16("topic")?, uid: reader.uid()?, start: reader.start()? });
+        topics.push(TopicStart {
+            topic: reader.str16("topic")?,
+            uid: reader.uid()?,
+            epoch: reader.u32("epoch")?,
+            start: reader.start()?,
+        });
     }
     Ok(Hello { version, role, level, client_id, group, token, max_in_flight, topics })
 }
@@ -144,6 +153,21 @@ fn read_welcome(reader: &mut Reader<'_>) -> Result<Welcome, WireError> {
         topics.push(read_topic_position(reader)?);
     }
     Ok(Welcome { version, node_id, level, heartbeat_ms, topics })
+}
+
+fn read_epochs(reader: &mut Reader<'_>) -> Result<Epochs, WireError> {
+    let topic = reader.str16("topic")?;
+    let uid = reader.uid()?;
+    let n_epochs = reader.u16("n")? as usize;
+    let mut entries = Vec::with_capacity(n_epochs.min(reader.remaining() / EPOCH_LEN));
+    for _ in 0..n_epochs {
+        entries.push(Epoch { epoch: reader.u32("epoch")?, start_offset: reader.u64("start_offset")? });
+    }
+    let history = EpochHistory::new(entries).map_err(|reason| WireError::Malformed {
+        frame: reader.frame,
+        reason: format!("epoch history: {reason}"),
+    })?;
+    Ok(Epochs { topic, uid, history })
 }
 
 /// One WELCOME entry, which is also the whole payload of POSITION.

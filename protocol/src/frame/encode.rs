@@ -67,6 +67,7 @@ fn encode_at(frame: &Frame, start: usize, dst: &mut Vec<u8>) -> Result<(), WireE
             for topic in &hello.topics {
                 writer.str16("topic", &topic.topic)?;
                 writer.uid(topic.uid);
+                writer.u32(topic.epoch);
                 writer.start(topic.start);
             }
         }
@@ -124,6 +125,16 @@ fn encode_at(frame: &Frame, start: usize, dst: &mut Vec<u8>) -> Result<(), WireE
             writer.u64(position.log_start);
             writer.u64(position.end_offset);
             writer.u64(position.start_at);
+        }
+        Frame::Epochs(epochs) => {
+            writer.str16("topic", &epochs.topic)?;
+            writer.uid(epochs.uid);
+            // A history holds at most MAX_EPOCHS entries, well within the u16 count.
+            writer.count(epochs.history.entries().len())?;
+            for entry in epochs.history.entries() {
+                writer.u32(entry.epoch);
+                writer.u64(entry.start_offset);
+            }
         }
         Frame::Batch(batch) => {
             check_batch_fields(batch.first_offset, batch.last_offset, &batch.records)?;

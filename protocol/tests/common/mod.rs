@@ -8,7 +8,7 @@ use protocol::frame::{
     Ack, Batch, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, Hello, LEVEL_CONSUMER, PROTOCOL_VERSION,
     Ping, Ready, Reset, Role, Seek, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
 };
-use protocol::{NewRecord, TopicUid};
+use protocol::{Epoch, EpochHistory, Epochs, NO_EPOCH, NewRecord, TopicUid};
 
 /// Three records with offsets 40, 41 and 42.
 pub fn sample_records() -> Vec<u8> {
@@ -36,15 +36,21 @@ pub fn sample_frames() -> Vec<Frame> {
             token: "sécret".to_string(),
             max_in_flight: 16,
             topics: vec![
-                TopicStart { topic: "prices".to_string(), uid, start: StartPosition::Offset(1234) },
+                TopicStart { topic: "prices".to_string(), uid, epoch: 3, start: StartPosition::Offset(1234) },
                 TopicStart {
                     topic: "catalog".to_string(),
                     uid: TopicUid::UNKNOWN,
+                    epoch: NO_EPOCH,
                     start: StartPosition::Committed,
                 },
-                TopicStart { topic: "a".to_string(), uid, start: StartPosition::Latest },
-                TopicStart { topic: "b".to_string(), uid, start: StartPosition::FullRefresh },
-                TopicStart { topic: "*".to_string(), uid: TopicUid::UNKNOWN, start: StartPosition::Earliest },
+                TopicStart { topic: "a".to_string(), uid, epoch: 0, start: StartPosition::Latest },
+                TopicStart { topic: "b".to_string(), uid, epoch: 1, start: StartPosition::FullRefresh },
+                TopicStart {
+                    topic: "*".to_string(),
+                    uid: TopicUid::UNKNOWN,
+                    epoch: NO_EPOCH,
+                    start: StartPosition::Earliest,
+                },
             ],
         }),
         Frame::Welcome(Welcome {
@@ -85,6 +91,15 @@ pub fn sample_frames() -> Vec<Frame> {
             log_start: 100,
             end_offset: 2_000,
             start_at: 1_999,
+        }),
+        Frame::Epochs(Epochs {
+            topic: "prices".to_string(),
+            uid,
+            history: EpochHistory::new(vec![
+                Epoch { epoch: 0, start_offset: 0 },
+                Epoch { epoch: 2, start_offset: 1_500 },
+            ])
+            .unwrap(),
         }),
     ]
 }

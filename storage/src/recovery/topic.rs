@@ -170,6 +170,7 @@ impl TopicRun<'_> {
             meta: Arc::clone(meta),
             sealed,
             active,
+            epochs: topic.epochs.clone(),
         }))
     }
 
