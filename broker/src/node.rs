@@ -110,6 +110,9 @@ pub fn log_config(config: &Config) -> LogConfig {
         flush,
         retention_bytes: (config.retention_bytes > 0).then_some(config.retention_bytes),
         retention_age: (!config.retention_age.is_zero()).then_some(config.retention_age),
+        // Below ROOT a copy relays as soon as it has written a record; it acknowledges upward only what is
+        // durable, and a tail it loses in a crash is fetched again, the same records at the same offsets.
+        readable_before_durable: config.level != crate::config::Level::Root,
         ..LogConfig::default()
     }
 }

@@ -106,7 +106,7 @@ impl Log {
         }
         let next_offset = writer.next_offset;
         drop(writer);
-        let durable_offset = self.finish_append(first_offset, next_offset)?;
+        let durable_offset = self.finish_append(first_offset, next_offset, true)?;
         result?;
         Ok(AppendOutcome {
             first_offset,
@@ -131,7 +131,23 @@ impl Log {
                 lens: batch.record_lens(),
             })
             .collect();
-        self.append_proven(&parts)
+        self.append_proven(&parts, true)
+    }
+
+    /// [`Log::append_checked`] without the flush: the records are written (and readable at once if
+    /// [`crate::LogConfig::readable_before_durable`]), and `durable_offset` says what was durable already.
+    /// The caller makes them durable with [`Log::flush`] when it likes, so that a relay can append the
+    /// next batches while an earlier flush runs and acknowledge upward as flushes complete.
+    pub fn append_checked_unflushed(&self, batches: &[CheckedBatch]) -> Result<AppendOutcome, Error> {
+        let parts: Vec<Proven<'_>> = batches
+            .iter()
+            .map(|batch| Proven {
+                first_offset: batch.first_offset(),
+                bytes: batch.records(),
+                lens: batch.record_lens(),
+            })
+            .collect();
+        self.append_proven(&parts, false)
     }
 
     /// Appends records exactly as given, checking every record's length, CRC and fields and that offsets
@@ -139,15 +155,18 @@ impl Log {
     /// and gaps as in [`Log::append_checked`]. On error nothing is written.
     pub fn append_records(&self, batch: &[u8]) -> Result<AppendOutcome, Error> {
         if batch.is_empty() {
-            return self.append_proven(&[]);
+            return self.append_proven(&[], true);
         }
         let run = check_run(batch).map_err(|source| self.bad_batch(source))?;
-        self.append_proven(&[Proven { first_offset: run.first_offset, bytes: batch, lens: &run.record_lens }])
+        self.append_proven(
+            &[Proven { first_offset: run.first_offset, bytes: batch, lens: &run.record_lens }],
+            true,
+        )
     }
 
     /// The one relay append: drops duplicates, refuses gaps and oversized records before writing anything,
     /// gathers small runs into one write and writes large ones straight from the caller's bytes.
-    fn append_proven(&self, parts: &[Proven<'_>]) -> Result<AppendOutcome, Error> {
+    fn append_proven(&self, parts: &[Proven<'_>], flush: bool) -> Result<AppendOutcome, Error> {
         let segment_bytes = self.config.segment_bytes;
         let mut expected = parts.first().map(|part| part.first_offset);
         for part in parts {
@@ -223,7 +242,7 @@ impl Log {
         let next_offset = writer.next_offset;
         let timestamp_ms = writer.last_timestamp_ms;
         drop(writer);
-        let durable_offset = self.finish_append(first_offset, next_offset)?;
+        let durable_offset = self.finish_append(first_offset, next_offset, flush)?;
         result?;
         Ok(AppendOutcome {
             first_offset,
@@ -268,21 +287,20 @@ impl Log {
         Ok(())
     }
 
-    /// After the writer lock is released, the one place an append's durability is decided: with
-    /// [`FlushPolicy::Always`] the records are flushed, then made readable; with
-    /// [`FlushPolicy::Interval`] they are made readable, then flushed (concurrent appenders share the
-    /// flush), so an append still returns durable; with [`FlushPolicy::Never`] they are only made
-    /// readable. Answers the offset below which records are as durable as the policy promises, which is
-    /// what the caller may acknowledge.
-    fn finish_append(&self, first_offset: u64, next_offset: u64) -> Result<u64, Error> {
+    /// After the writer lock is released, the one place an append's durability is decided. Records are made
+    /// readable at once unless readers see only durable records ([`FlushPolicy::Always`] without
+    /// [`crate::LogConfig::readable_before_durable`]: then the flush publishes them). With `flush` they are
+    /// then flushed unless the policy is [`FlushPolicy::Never`] (concurrent appenders share the flush), so
+    /// the append returns durable; without it (a caller that flushes later) they are not. Answers the
+    /// offset below which records are as durable as the policy promises, which is what the caller may
+    /// acknowledge.
+    fn finish_append(&self, first_offset: u64, next_offset: u64, flush: bool) -> Result<u64, Error> {
         if next_offset > first_offset {
-            match self.config.flush {
-                FlushPolicy::Always => self.flush_to(next_offset)?,
-                FlushPolicy::Interval(_) => {
-                    self.publish_readable(next_offset);
-                    self.flush_to(next_offset)?;
-                }
-                FlushPolicy::Never => self.publish_readable(next_offset),
+            if !self.config.readers_see_only_durable() {
+                self.publish_readable(next_offset);
+            }
+            if flush && self.config.flush != FlushPolicy::Never {
+                self.flush_to(next_offset)?;
             }
         }
         Ok(match self.config.flush {

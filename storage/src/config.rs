@@ -47,6 +47,11 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// Remove sealed segments whose newest record is older than this (default: no limit).
     pub retention_age: Option<Duration>,
+    /// Whether readers see a record as soon as it is written rather than once it is durable (default
+    /// false). A relaying node's copy is ROOT's, so a tail it loses in a crash is fetched again, the same
+    /// bytes at the same offsets, and it may relay before its own flush; ROOT, where offsets are born,
+    /// must not show a record it could lose and then give to another.
+    pub readable_before_durable: bool,
 }
 
 impl Default for LogConfig {
@@ -59,6 +64,7 @@ impl Default for LogConfig {
             flush: FlushPolicy::Always,
             retention_bytes: None,
             retention_age: None,
+            readable_before_durable: false,
         }
     }
 }
@@ -93,7 +99,7 @@ impl LogConfig {
 
     /// Whether readers must wait for a flush before they see a record.
     pub(crate) fn readers_see_only_durable(&self) -> bool {
-        self.flush == FlushPolicy::Always
+        self.flush == FlushPolicy::Always && !self.readable_before_durable
     }
 }
 

@@ -274,11 +274,7 @@ impl Log {
     pub(crate) fn replace_epochs(&self, epochs: EpochHistory) {
         *self.epochs.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = epochs;
         self.epochs_version.fetch_add(1, Ordering::AcqRel);
-        if let Some(sender) =
-            self.readable_tx.read().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref()
-        {
-            sender.send_modify(|_| {});
-        }
+        self.wake_readers();
     }
 
     /// A receiver of [`Log::readable_offset`], updated as records become readable (and marked changed when

@@ -124,3 +124,42 @@ fn corrupt_batches_are_refused_and_nothing_is_written() {
     let store = open(dir.path(), small_config(interval()));
     check_records(&read_all(&store.topic("child").unwrap()), 0, 80);
 }
+
+#[test]
+fn a_relay_copy_is_readable_before_its_flush_and_acknowledged_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_config(storage::FlushPolicy::Always));
+    let parent = store.create_topic("parent", uid(1), 0).unwrap();
+    append_n(&parent, 200, 100);
+    let batch = protocol::CheckedBatch::check(protocol::Batch {
+        topic: "parent".into(),
+        first_offset: 0,
+        last_offset: 199,
+        end_offset: 200,
+        records: bytes_of(&parent, 0, 200).into(),
+    })
+    .unwrap();
+
+    // ROOT's way (the default): readers see only what is durable, so an unflushed append shows nothing.
+    let root_like = store.create_topic("root-like", uid(1), 0).unwrap();
+    let outcome = root_like.append_checked_unflushed(std::slice::from_ref(&batch)).unwrap();
+    assert_eq!((outcome.next_offset, outcome.durable_offset, root_like.readable_offset()), (200, 0, 0));
+    root_like.flush().unwrap();
+    assert_eq!((root_like.durable_offset(), root_like.readable_offset()), (200, 200));
+    drop((root_like, parent, store));
+
+    // A relay's way: readable at once, durable (and so acknowledged) only after the flush.
+    let relay_dir = tempfile::tempdir().unwrap();
+    let config =
+        storage::LogConfig { readable_before_durable: true, ..small_config(storage::FlushPolicy::Always) };
+    let store = open(relay_dir.path(), config);
+    let relay = store.create_topic("relay", uid(1), 0).unwrap();
+    let outcome = relay.append_checked_unflushed(std::slice::from_ref(&batch)).unwrap();
+    assert_eq!((outcome.next_offset, outcome.durable_offset, relay.readable_offset()), (200, 0, 200));
+    assert_eq!(relay.durable_offset(), 0);
+    relay.flush().unwrap();
+    assert_eq!(relay.durable_offset(), 200);
+    // The flushing append returns durable, as before.
+    let more = store.create_topic("more", uid(1), 0).unwrap();
+    assert_eq!(more.append_checked(std::slice::from_ref(&batch)).unwrap().durable_offset, 200);
+}

@@ -10,10 +10,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use client::{Durable, Fault, Sink};
+use client::{Durable, Fault, Sink, Work};
 use protocol::frame::{Epochs, Ready, Reset, StartPosition, TopicAnnounce, TopicStart, Welcome};
 use protocol::{ALL_TOPICS, CheckedBatch, NO_EPOCH, TopicUid};
-use storage::{Adopted, Replacement};
+use storage::{Adopted, Log, Replacement};
+use tokio::task::JoinHandle;
 
 use crate::node::Node;
 
@@ -24,12 +25,33 @@ pub(super) struct ChildCopy {
     node: Arc<Node>,
     /// Full refreshes between RESET and READY, by topic.
     refreshes: HashMap<String, Replacement>,
+    /// Live topics written since the last flush started: each log, and the end of what the parent sent.
+    unflushed: HashMap<String, (Arc<Log>, u64)>,
+    /// The flush running on a blocking thread; it answers what became durable.
+    flushing: Option<JoinHandle<Result<Vec<Durable>, storage::Error>>>,
 }
 
 impl ChildCopy {
     /// The copy of `node`.
     pub(super) fn new(node: Arc<Node>) -> ChildCopy {
-        ChildCopy { node, refreshes: HashMap::new() }
+        ChildCopy { node, refreshes: HashMap::new(), unflushed: HashMap::new(), flushing: None }
+    }
+
+    /// Starts flushing every topic written since the last flush, unless a flush is running (it starts the
+    /// next one when it completes): one flush at a time, covering everything written before it began.
+    fn start_flush(&mut self) {
+        if self.flushing.is_some() || self.unflushed.is_empty() {
+            return;
+        }
+        let unflushed: Vec<_> = self.unflushed.drain().collect();
+        self.flushing = Some(tokio::task::spawn_blocking(move || {
+            let mut acks = Vec::with_capacity(unflushed.len());
+            for (topic, (log, received_end)) in unflushed {
+                log.flush()?;
+                acks.push(Durable { topic, next_offset: log.durable_offset().min(received_end) });
+            }
+            Ok(acks)
+        }));
     }
 }
 
@@ -82,16 +104,27 @@ impl Sink for ChildCopy {
         };
         let topic = last.topic().to_string();
         let (received_end, parent_end) = (last.next_offset(), last.end_offset());
-        let log = match self.refreshes.get(&topic) {
-            Some(replacement) => Arc::clone(replacement.log()),
-            None => self.node.store.topic(&topic).ok_or_else(|| {
-                Fault::Protocol(format!("BATCH for topic {topic:?}, which was never announced"))
-            })?,
+        // A live copy relays what it wrote at once (its readers see written records) and is flushed in the
+        // background, so the next batches are written while the flush runs; a refresh is flushed as it is
+        // built, since nobody reads it before READY.
+        let (log, live) = match self.refreshes.get(&topic) {
+            Some(replacement) => (Arc::clone(replacement.log()), false),
+            None => (
+                self.node.store.topic(&topic).ok_or_else(|| {
+                    Fault::Protocol(format!("BATCH for topic {topic:?}, which was never announced"))
+                })?,
+                true,
+            ),
         };
         let received_records: u64 = batches.iter().map(CheckedBatch::n_records).sum();
         let received_bytes: u64 = batches.iter().map(|batch| batch.records().len() as u64).sum();
+        let writer = Arc::clone(&log);
         let appended = tokio::task::spawn_blocking(move || {
-            let outcome = log.append_checked(&batches);
+            let outcome = if live {
+                writer.append_checked_unflushed(&batches)
+            } else {
+                writer.append_checked(&batches)
+            };
             let bytes = outcome.as_ref().map_or(0, |outcome| appended_bytes(&batches, outcome.first_offset));
             outcome.map(|outcome| (outcome, bytes))
         })
@@ -109,7 +142,29 @@ impl Sink for ChildCopy {
         metrics.pipe_bytes_received.inc_by(received_bytes);
         metrics.stored(&topic, outcome.n_appended, n_bytes);
         self.node.pipe.parent_end(&topic, parent_end);
+        if live {
+            self.unflushed.insert(topic, (log, received_end));
+            self.start_flush();
+            return Ok(Vec::new());
+        }
         Ok(vec![Durable { topic, next_offset: outcome.durable_offset.min(received_end) }])
+    }
+
+    /// What the background flush made durable, to acknowledge; then the next flush starts, covering what
+    /// was written meanwhile.
+    async fn next_work(&mut self) -> Result<Work, Fault> {
+        let Some(flushing) = self.flushing.as_mut() else {
+            return std::future::pending().await;
+        };
+        // Awaiting the handle by reference is cancel-safe: if the follower turns to a frame first, the
+        // flush goes on and is awaited next time.
+        let flushed = flushing.await;
+        self.flushing = None;
+        let acks = flushed
+            .map_err(|error| Fault::Storage(error.to_string()))?
+            .map_err(|error| Fault::Storage(error.to_string()))?;
+        self.start_flush();
+        Ok(Work { acks, seeks: Vec::new() })
     }
 
     /// Records the parent's epoch history of a topic: for the refresh being built, or for the copy, unless
@@ -191,6 +246,12 @@ impl Sink for ChildCopy {
     /// Throws away every refresh not completed: the link that fed them is gone, and the next parent
     /// starts its own. The topics keep their old, complete copies.
     async fn on_link_end(&mut self) {
+        // What the flush makes durable can no longer be acknowledged on this link; the next HELLO starts
+        // from the copy's end anyway. A failed flush shows again at the next append.
+        if let Some(flushing) = self.flushing.take() {
+            let _ = flushing.await;
+        }
+        self.unflushed.clear();
         for (topic, replacement) in self.refreshes.drain() {
             tracing::info!(%topic, "abandoning an unfinished full refresh; the old copy stays");
             abort(replacement).await;

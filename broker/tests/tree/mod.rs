@@ -496,6 +496,36 @@ pub fn flip_byte(path: &Path, at: u64) {
     file.sync_all().unwrap();
 }
 
+/// Loses what a relay had not flushed when its power went: every record of `topic` from `from_offset` on is
+/// zeroed in its active (last) segment, which keeps its size, as a preallocated file would. Sealed segments
+/// were synced when sealed, so they keep everything.
+pub fn lose_tail(data_dir: &Path, topic: &str, from_offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let files = segment_files(data_dir, topic);
+    let active = files.last().expect("a segment");
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(active).unwrap();
+    let size = file.metadata().unwrap().len();
+    let mut position = 0u64;
+    loop {
+        let mut header = [0u8; 16];
+        if position + 16 > size || file.read_exact_at(&mut header, position).is_err() {
+            return;
+        }
+        let len = u32::from_le_bytes(header[..4].try_into().unwrap());
+        let offset = u64::from_le_bytes(header[8..16].try_into().unwrap());
+        if len == 0 {
+            return;
+        }
+        if offset >= from_offset {
+            let zeros = vec![0u8; (size - position) as usize];
+            file.write_all_at(&zeros, position).unwrap();
+            file.sync_all().unwrap();
+            return;
+        }
+        position += 4 + u64::from(len);
+    }
+}
+
 /// The value of `name=value` in a text log line (empty if the line has no such field).
 pub fn log_field<'a>(line: &'a str, name: &str) -> &'a str {
     let key = format!(" {name}=");
