@@ -118,8 +118,9 @@ pub struct Config {
     #[arg(long, env = "BROKER_MAX_BODY_BYTES", default_value = "16M", value_parser = parse_size)]
     pub max_body_bytes: u64,
 
-    /// Most records in one BATCH frame.
-    #[arg(long, env = "BROKER_BATCH_MAX_RECORDS", default_value_t = 10)]
+    /// Most records in one BATCH frame to a consumer (bytes are bounded by `--batch-max-bytes`, which is
+    /// what usually cuts a batch; a consumer's HELLO may ask for less of either).
+    #[arg(long, env = "BROKER_BATCH_MAX_RECORDS", default_value_t = 10_000)]
     pub batch_max_records: usize,
 
     /// Most record bytes in one BATCH frame (a single larger record still goes alone).
@@ -408,7 +409,7 @@ mod tests {
         assert!(cli.command.is_none());
         cli.config.validate().unwrap();
         assert_eq!(cli.config.level, Level::Root);
-        assert_eq!(cli.config.batch_max_records, 10);
+        assert_eq!(cli.config.batch_max_records, 10_000);
         assert_eq!(cli.config.batch_max_bytes, 1 << 20);
         assert_eq!(cli.config.max_in_flight, 8);
         assert_eq!(cli.config.max_body_bytes, 16 << 20);

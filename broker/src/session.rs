@@ -170,6 +170,10 @@ struct Session {
     control: VecDeque<Frame>,
     /// Most unacknowledged batches across topics.
     window: usize,
+    /// Most records in one BATCH: the server's limit for the role, lowered to the client's wish.
+    batch_max_records: usize,
+    /// Most record bytes in one BATCH (a single larger record still goes alone), likewise.
+    batch_max_bytes: usize,
     /// Unacknowledged batches across topics.
     in_flight: usize,
     /// Where the next round-robin scan for a batch starts.
@@ -202,6 +206,8 @@ impl Session {
     ) -> Session {
         let topics_version = node.store.subscribe_topics();
         let window = usize::from(node.config.max_in_flight);
+        let batch_max_records = node.config.batch_max_records;
+        let batch_max_bytes = usize::try_from(node.config.batch_max_bytes).unwrap_or(usize::MAX);
         Session {
             node,
             connection_id,
@@ -218,6 +224,8 @@ impl Session {
             wake: Arc::new(Notify::new()),
             control: VecDeque::new(),
             window,
+            batch_max_records,
+            batch_max_bytes,
             in_flight: 0,
             next_cursor: 0,
             last_received: Instant::now(),
@@ -458,14 +466,8 @@ impl Session {
             if self.in_flight >= self.window || !self.cursors[index].has_records() {
                 continue;
             }
-            let config = &self.node.config;
-            let max_bytes = usize::try_from(config.batch_max_bytes).unwrap_or(usize::MAX);
-            // A child broker appends and flushes a batch at a time, so its batches are larger.
-            let max_records = match self.role {
-                Role::Consumer => config.batch_max_records,
-                Role::Pipe => config.pipe_batch_max_records,
-            };
-            let cut = self.cursors[index].cut_batch(max_records, max_bytes);
+            // Whatever is readable goes at once, up to the batch limits: a batch never waits to fill.
+            let cut = self.cursors[index].cut_batch(self.batch_max_records, self.batch_max_bytes);
             let batch = match cut {
                 Ok(Some(batch)) => batch,
                 Ok(None) => continue,

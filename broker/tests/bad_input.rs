@@ -30,6 +30,8 @@ fn hello(token: &str) -> Frame {
         group: "raw".into(),
         token: token.into(),
         max_in_flight: 0,
+        batch_max_records: 0,
+        batch_max_bytes: 0,
         topics: vec![start("healthy", StartPosition::Latest)],
     })
 }

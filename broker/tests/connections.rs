@@ -314,6 +314,8 @@ async fn first_answer(tcp: SocketAddr, n: usize) -> (Answer, Option<TcpStream>) 
         group: format!("storm-{n}"),
         token: String::new(),
         max_in_flight: 0,
+        batch_max_records: 0,
+        batch_max_bytes: 0,
         topics: vec![TopicStart {
             topic: "idle".into(),
             uid: TopicUid::UNKNOWN,

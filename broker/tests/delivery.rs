@@ -261,7 +261,11 @@ async fn a_consumer_that_stops_acking_is_dropped_and_resumes_from_its_commit() {
     })
     .await;
     broker.inject("slow", 500, 10).await;
-    let (mut consumer, _) = broker.consumer("lazy", vec![start("slow", StartPosition::Committed)]).await;
+    let (mut consumer, _) = broker
+        .consumer_with("lazy", vec![start("slow", StartPosition::Committed)], |config| {
+            config.batch_max_records = 10;
+        })
+        .await;
     // Acknowledge the first 30 records, then keep reading without acknowledging.
     assert_eq!(receive_until(&mut consumer, "slow", 30).await.len(), 30);
     broker.wait_committed("lazy", "slow", 30).await;
@@ -314,5 +318,31 @@ async fn a_position_below_the_log_start_gets_a_full_refresh() {
     let (start_offset, end, offsets) = collect_refresh(&mut consumer, "short").await;
     assert_eq!(end, 1010);
     assert_eq!(offsets, (start_offset..1010).collect::<Vec<_>>());
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_bounded_by_bytes_and_by_what_the_consumer_asks() {
+    let broker = TestBroker::start().await;
+    broker.inject("catalog", 600, 1_000).await;
+    // The broker's default bounds a batch by bytes (1 MiB), not by a handful of records.
+    let (mut consumer, _) = broker.consumer("big", vec![start("catalog", StartPosition::Earliest)]).await;
+    let Event::Batch(batch) = next_event(&mut consumer).await else { panic!("a batch first") };
+    assert_eq!((batch.first_offset, batch.last_offset), (0, 599), "one batch holds everything readable");
+    // A consumer may ask for smaller batches, by records or by bytes.
+    let (mut consumer, _) = broker
+        .consumer_with("few", vec![start("catalog", StartPosition::Earliest)], |config| {
+            config.batch_max_records = 7;
+        })
+        .await;
+    let Event::Batch(batch) = next_event(&mut consumer).await else { panic!("a batch first") };
+    assert_eq!((batch.first_offset, batch.last_offset), (0, 6));
+    let (mut consumer, _) = broker
+        .consumer_with("small", vec![start("catalog", StartPosition::Earliest)], |config| {
+            config.batch_max_bytes = 10_000;
+        })
+        .await;
+    let Event::Batch(batch) = next_event(&mut consumer).await else { panic!("a batch first") };
+    assert!(batch.records.len() <= 10_000 && batch.last_offset >= 5, "{} bytes", batch.records.len());
     broker.stop().await;
 }

@@ -52,6 +52,8 @@ fn pipe_hello(level: u8, token: &str, topics: Vec<TopicStart>) -> Frame {
         group: "raw-child".into(),
         token: token.into(),
         max_in_flight: 0,
+        batch_max_records: 0,
+        batch_max_bytes: 0,
         topics,
     })
 }

@@ -28,7 +28,12 @@ async fn random_disconnects_lose_and_duplicate_nothing() {
         connections += 1;
         assert!(connections < 1000, "too many reconnects");
         let (mut consumer, welcome) =
-            broker.consumer("copy", vec![start("feed", StartPosition::Committed)]).await;
+            // Small batches, so that a run holds many disconnects.
+            broker
+                .consumer_with("copy", vec![start("feed", StartPosition::Committed)], |config| {
+                    config.batch_max_records = 10;
+                })
+                .await;
         assert!(welcome.topics[0].start_at <= copy.len() as u64, "the broker skipped ahead of the copy");
         // Disconnect after a random number of batches, sometimes before acknowledging the last one.
         let batches_before_drop = rng.random_range(1..2_000u32);

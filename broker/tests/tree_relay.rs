@@ -112,6 +112,8 @@ fn hello(level: u8, token: &str) -> Vec<u8> {
         group: "raw".into(),
         token: token.into(),
         max_in_flight: 0,
+        batch_max_records: 0,
+        batch_max_bytes: 0,
         topics: vec![TopicStart {
             topic: "*".into(),
             uid: TopicUid::UNKNOWN,

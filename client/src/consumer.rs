@@ -42,6 +42,10 @@ pub struct ConsumerConfig {
     pub token: String,
     /// How many BATCH frames may be unacknowledged at once (0 = the broker's default).
     pub max_in_flight: u16,
+    /// The most records wanted in one BATCH (0 = the broker's default, which also caps it).
+    pub batch_max_records: u32,
+    /// The most record bytes wanted in one BATCH (0 = the broker's default, which also caps it).
+    pub batch_max_bytes: u32,
     /// The handshake timeout is three of these; after WELCOME the broker's own interval paces our PINGs
     /// and the silence check.
     pub heartbeat: Duration,
@@ -58,6 +62,8 @@ impl ConsumerConfig {
             topics,
             token: String::new(),
             max_in_flight: 0,
+            batch_max_records: 0,
+            batch_max_bytes: 0,
             heartbeat: Duration::from_secs(2),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
         }
@@ -142,6 +148,8 @@ impl Consumer {
                 group: config.group,
                 token: config.token,
                 max_in_flight: config.max_in_flight,
+                batch_max_records: config.batch_max_records,
+                batch_max_bytes: config.batch_max_bytes,
                 topics: config.topics,
             };
             consumer.send(&Frame::Hello(hello)).await?;

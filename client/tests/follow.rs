@@ -162,6 +162,8 @@ fn config() -> FollowConfig {
             group: "g".into(),
             token: String::new(),
             max_in_flight: 0,
+            batch_max_records: 0,
+            batch_max_bytes: 0,
             topics: Vec::new(),
         },
         heartbeat: Duration::from_millis(400),

@@ -99,6 +99,9 @@ impl SyncLoop {
                 group: settings.group.clone(),
                 token: settings.token.clone(),
                 max_in_flight: settings.max_in_flight,
+                // The broker's batches, bounded by bytes.
+                batch_max_records: 0,
+                batch_max_bytes: 0,
                 topics: Vec::new(),
             },
             heartbeat: settings.heartbeat,

@@ -226,7 +226,8 @@ pub struct TopicStart {
 /// HELLO (0x01), the first frame a client sends.
 ///
 /// ```text
-/// [version:2][role:1][level:1][client_id:str16][group:str16][token:str16][max_in_flight:2][n:2]
+/// [version:2][role:1][level:1][client_id:str16][group:str16][token:str16][max_in_flight:2]
+/// [batch_max_records:4][batch_max_bytes:4][n:2]
 /// then n x [topic:str16][uid:16][epoch:4][start]
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,6 +246,11 @@ pub struct Hello {
     pub token: String,
     /// How many unacknowledged BATCH frames the client accepts; 0 leaves it to the server.
     pub max_in_flight: u16,
+    /// The most records the client wants in one BATCH; 0 leaves it to the server (which may lower it).
+    pub batch_max_records: u32,
+    /// The most record bytes the client wants in one BATCH (a single larger record still comes alone); 0
+    /// leaves it to the server (which may lower it).
+    pub batch_max_bytes: u32,
     /// The topics wanted and where each starts.
     pub topics: Vec<TopicStart>,
 }

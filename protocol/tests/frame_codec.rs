@@ -65,6 +65,8 @@ fn hello_golden_bytes() {
         group: "l3".to_string(),
         token: String::new(),
         max_in_flight: 8,
+        batch_max_records: 0,
+        batch_max_bytes: 65_536,
         topics: vec![
             TopicStart {
                 topic: "px".to_string(),
@@ -82,9 +84,9 @@ fn hello_golden_bytes() {
     });
     #[rustfmt::skip]
     let expected: Vec<u8> = vec![
-        83, 0, 0, 0,                    // len
+        91, 0, 0, 0,                    // len
         0x01,                           // type HELLO
-        0x17, 0xc3, 0x38, 0x4a,         // crc
+        0xd9, 0x1f, 0x06, 0xc4,         // crc
         1, 0,                           // version
         1,                              // role: pipe
         2,                              // level: L3
@@ -92,6 +94,8 @@ fn hello_golden_bytes() {
         2, 0, b'l', b'3',               // group
         0, 0,                           // token: empty
         8, 0,                           // max_in_flight
+        0, 0, 0, 0,                     // batch_max_records: the server's
+        0, 0, 1, 0,                     // batch_max_bytes: 64 KiB
         2, 0,                           // n topics
         2, 0, b'p', b'x',               // topic
         1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // uid 1

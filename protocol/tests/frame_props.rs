@@ -52,7 +52,19 @@ fn hello() -> impl Strategy<Value = Frame> {
         vec(topic, 0..5),
     )
         .prop_map(|(version, role, level, (client_id, group, token), max_in_flight, topics)| {
-            Frame::Hello(Hello { version, role, level, client_id, group, token, max_in_flight, topics })
+            let (batch_max_records, batch_max_bytes) = (u32::from(max_in_flight) * 3, u32::from(level) << 12);
+            Frame::Hello(Hello {
+                version,
+                role,
+                level,
+                client_id,
+                group,
+                token,
+                max_in_flight,
+                batch_max_records,
+                batch_max_bytes,
+                topics,
+            })
         })
 }
 

@@ -37,6 +37,8 @@ pub async fn run_pipe_client(node: Arc<Node>) {
             group: config.node_id.clone(),
             token: config.token_for_parent().to_string(),
             max_in_flight: 0,
+            batch_max_records: 0,
+            batch_max_bytes: 0,
             topics: Vec::new(),
         },
         heartbeat: config.pipe_heartbeat,

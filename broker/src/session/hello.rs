@@ -51,6 +51,14 @@ impl Session {
         if hello.max_in_flight > 0 {
             self.window = self.window.min(usize::from(hello.max_in_flight));
         }
+        let config = &self.node.config;
+        let max_records = match peer.role {
+            Role::Consumer => config.batch_max_records,
+            Role::Pipe => config.pipe_batch_max_records,
+        };
+        self.batch_max_records = lower(max_records, hello.batch_max_records);
+        let max_bytes = usize::try_from(config.batch_max_bytes).unwrap_or(usize::MAX);
+        self.batch_max_bytes = lower(max_bytes, hello.batch_max_bytes);
         // Mark the topic list as seen before reading it, so a topic created from here on wakes us.
         self.topics_version.borrow_and_update();
         let mut refreshes = Vec::new();
@@ -247,6 +255,14 @@ impl Session {
         if begin == Begin::Refresh {
             refreshes.push(index);
         }
+    }
+}
+
+/// A server limit lowered to a client's wish, if it has one (0 means none).
+fn lower(server: usize, client: u32) -> usize {
+    match usize::try_from(client) {
+        Ok(0) | Err(_) => server,
+        Ok(wish) => server.min(wish),
     }
 }
 

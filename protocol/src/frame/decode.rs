@@ -129,6 +129,8 @@ fn read_hello(reader: &mut Reader<'_>) -> Result<Hello, WireError> {
     let group = reader.str16("group")?;
     let token = reader.str16("token")?;
     let max_in_flight = reader.u16("max_in_flight")?;
+    let batch_max_records = reader.u32("batch_max_records")?;
+    let batch_max_bytes = reader.u32("batch_max_bytes")?;
     let n_topics = reader.u16("n")? as usize;
     let mut topics = Vec::with_capacity(n_topics.min(reader.remaining() / HELLO_TOPIC_MIN_LEN));
     for _ in 0..n_topics {
@@ -139,7 +141,18 @@ fn read_hello(reader: &mut Reader<'_>) -> Result<Hello, WireError> {
             start: reader.start()?,
         });
     }
-    Ok(Hello { version, role, level, client_id, group, token, max_in_flight, topics })
+    Ok(Hello {
+        version,
+        role,
+        level,
+        client_id,
+        group,
+        token,
+        max_in_flight,
+        batch_max_records,
+        batch_max_bytes,
+        topics,
+    })
 }
 
 fn read_welcome(reader: &mut Reader<'_>) -> Result<Welcome, WireError> {

@@ -63,6 +63,8 @@ fn encode_at(frame: &Frame, start: usize, dst: &mut Vec<u8>) -> Result<(), WireE
             writer.str16("group", &hello.group)?;
             writer.str16("token", &hello.token)?;
             writer.u16(hello.max_in_flight);
+            writer.u32(hello.batch_max_records);
+            writer.u32(hello.batch_max_bytes);
             writer.count(hello.topics.len())?;
             for topic in &hello.topics {
                 writer.str16("topic", &topic.topic)?;

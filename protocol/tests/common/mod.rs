@@ -35,6 +35,8 @@ pub fn sample_frames() -> Vec<Frame> {
             group: "pricing".to_string(),
             token: "sécret".to_string(),
             max_in_flight: 16,
+            batch_max_records: 500,
+            batch_max_bytes: 1 << 20,
             topics: vec![
                 TopicStart { topic: "prices".to_string(), uid, epoch: 3, start: StartPosition::Offset(1234) },
                 TopicStart {
