@@ -123,15 +123,7 @@ impl Log {
     /// next offset are dropped as duplicates, and a batch starting above it is refused with
     /// [`Error::OffsetGap`]. Returns once the records are as durable as the flush policy promises.
     pub fn append_checked(&self, batches: &[CheckedBatch]) -> Result<AppendOutcome, Error> {
-        let parts: Vec<Proven<'_>> = batches
-            .iter()
-            .map(|batch| Proven {
-                first_offset: batch.first_offset(),
-                bytes: batch.records(),
-                lens: batch.record_lens(),
-            })
-            .collect();
-        self.append_proven(&parts, true)
+        self.append_proven(&proven(batches), true)
     }
 
     /// [`Log::append_checked`] without the flush: the records are written (and readable at once if
@@ -139,15 +131,7 @@ impl Log {
     /// The caller makes them durable with [`Log::flush`] when it likes, so that a relay can append the
     /// next batches while an earlier flush runs and acknowledge upward as flushes complete.
     pub fn append_checked_unflushed(&self, batches: &[CheckedBatch]) -> Result<AppendOutcome, Error> {
-        let parts: Vec<Proven<'_>> = batches
-            .iter()
-            .map(|batch| Proven {
-                first_offset: batch.first_offset(),
-                bytes: batch.records(),
-                lens: batch.record_lens(),
-            })
-            .collect();
-        self.append_proven(&parts, false)
+        self.append_proven(&proven(batches), false)
     }
 
     /// Appends records exactly as given, checking every record's length, CRC and fields and that offsets
@@ -380,4 +364,16 @@ fn group_end(n: usize, start: usize, segment_bytes: u64, len_of: impl Fn(usize) 
         end += 1;
     }
     (end, bytes)
+}
+
+/// The parts of proven batches, as the relay append takes them.
+fn proven(batches: &[CheckedBatch]) -> Vec<Proven<'_>> {
+    batches
+        .iter()
+        .map(|batch| Proven {
+            first_offset: batch.first_offset(),
+            bytes: batch.records(),
+            lens: batch.record_lens(),
+        })
+        .collect()
 }

@@ -278,7 +278,7 @@ impl Meta {
     pub(crate) fn insert_topic(&self, topic: &TopicRow) -> Result<(), Error> {
         let mut connection = self.connection();
         let transaction = connection.transaction().map_err(self.error("rebuild a topic"))?;
-        insert_topic_row(&transaction, topic).map_err(self.error("rebuild a topic"))?;
+        put_topic_row(&transaction, topic, false).map_err(self.error("rebuild a topic"))?;
         transaction.commit().map_err(self.error("rebuild a topic"))
     }
 
@@ -309,7 +309,7 @@ impl Meta {
     pub(crate) fn create_topic(&self, topic: &TopicRow, first: &SegmentRow) -> Result<(), Error> {
         let mut connection = self.connection();
         let transaction = connection.transaction().map_err(self.error("create a topic"))?;
-        insert_topic_row(&transaction, topic).map_err(self.error("create a topic"))?;
+        put_topic_row(&transaction, topic, false).map_err(self.error("create a topic"))?;
         upsert_segment(&transaction, &topic.name, topic.generation, first)
             .map_err(self.error("create a topic"))?;
         transaction.commit().map_err(self.error("create a topic"))
@@ -383,21 +383,7 @@ impl Meta {
     ) -> Result<(), Error> {
         let mut connection = self.connection();
         let transaction = connection.transaction().map_err(self.error("commit a replacement"))?;
-        transaction
-            .execute(
-                "INSERT INTO topics (name, uid, generation, log_start, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (name) DO UPDATE SET uid = ?2, generation = ?3, log_start = ?4, created_ms = ?5",
-                params![
-                    topic.name,
-                    topic.uid.to_string(),
-                    to_sql(topic.generation),
-                    to_sql(topic.log_start),
-                    to_sql(topic.created_ms)
-                ],
-            )
-            .map_err(self.error("commit a replacement"))?;
-        replace_epochs(&transaction, &topic.name, &topic.epochs)
-            .map_err(self.error("commit a replacement"))?;
+        put_topic_row(&transaction, topic, true).map_err(self.error("commit a replacement"))?;
         if let Some(previous) = previous_generation {
             transaction
                 .execute(
@@ -478,10 +464,17 @@ fn check_existing(connection: &Connection, path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Inserts a topic row and its epoch history.
-fn insert_topic_row(connection: &Connection, topic: &TopicRow) -> Result<(), rusqlite::Error> {
+/// Inserts a topic row and its epoch history; with `replace`, a row of the same name is replaced (else it
+/// is an error).
+fn put_topic_row(connection: &Connection, topic: &TopicRow, replace: bool) -> Result<(), rusqlite::Error> {
+    let sql = if replace {
+        "INSERT INTO topics (name, uid, generation, log_start, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (name) DO UPDATE SET uid = ?2, generation = ?3, log_start = ?4, created_ms = ?5"
+    } else {
+        "INSERT INTO topics (name, uid, generation, log_start, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)"
+    };
     connection.execute(
-        "INSERT INTO topics (name, uid, generation, log_start, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        sql,
         params![
             topic.name,
             topic.uid.to_string(),
