@@ -98,10 +98,7 @@ impl End {
 /// Runs one session to its end. Never fails: every problem becomes an ERROR frame to the peer and a log
 /// line here.
 pub async fn run_session(node: Arc<Node>, io: SessionIo, peer: Peer) {
-    let kind = match peer.role {
-        Role::Consumer => "consumer",
-        Role::Pipe => "pipe",
-    };
+    let kind = peer.role.name();
     let connection_id = node.members.connect(peer.addr, kind);
     let gauge = node.metrics.connections.get_or_create(&KindLabels { kind: kind.to_string() }).clone();
     gauge.inc();
@@ -451,8 +448,8 @@ impl Session {
             let max_bytes = usize::try_from(config.batch_max_bytes).unwrap_or(usize::MAX);
             // A child broker appends and flushes a batch at a time, so its batches are larger.
             let max_records = match self.role {
-                Role::Consumer => config.batch_max_records,
                 Role::Pipe => config.pipe_batch_max_records,
+                Role::Consumer | Role::Producer => config.batch_max_records,
             };
             let cut = self.cursors[index].cut_batch(max_records, max_bytes);
             let batch = match cut {

@@ -129,7 +129,7 @@ impl Session {
         }
         if hello.role != peer.role {
             return bad(match peer.role {
-                Role::Consumer => {
+                Role::Consumer | Role::Producer => {
                     "pipe children connect through GET /api/v1/pipe, not the consumer port".to_string()
                 }
                 Role::Pipe => "consumers connect to the consumer port, not the pipe".to_string(),
