@@ -21,6 +21,7 @@ pub mod members;
 pub mod metrics;
 pub mod node;
 pub mod pipe;
+pub mod publish;
 pub mod registration;
 pub mod repair;
 mod server;
