@@ -126,7 +126,8 @@ pub struct Config {
     #[arg(long, env = "BROKER_BATCH_MAX_BYTES", default_value = "1M", value_parser = parse_size)]
     pub batch_max_bytes: u64,
 
-    /// Most unacknowledged BATCH frames per consumer (a consumer may ask for fewer).
+    /// Most unacknowledged BATCH frames per consumer, and PUBLISH frames per producer taken ahead of their
+    /// acknowledgements (a client may ask for fewer).
     #[arg(long, env = "BROKER_MAX_IN_FLIGHT", default_value_t = 8)]
     pub max_in_flight: u16,
 
