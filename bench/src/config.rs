@@ -241,7 +241,7 @@ pub struct TreeArgs {
     /// Records per publish request (default: 10,000 injected, 100 JSON or PUBLISH, 1 with --rate).
     #[arg(long)]
     pub batch: Option<u64>,
-    /// Concurrent producer tasks (TCP: connections, each with 8 publishes in flight) as fast as possible
+    /// Concurrent producer tasks (TCP: connections, each with 64 publishes in flight) as fast as possible
     /// (default 4), or most requests in flight with --rate (default 64).
     #[arg(long)]
     pub producers: Option<usize>,

@@ -3,8 +3,9 @@
 //! durable; PING and PONG keep both sides alive.
 //!
 //! Publishes are pipelined and committed in groups. At most `max_in_flight` PUBLISH frames (the HELLO's
-//! value, lowered to `--max-in-flight`) are taken from the connection before their acks are sent; past
-//! that, the session stops reading and TCP pushes back. One append runs at a time per connection, so
+//! value, lowered to `--max-publish-in-flight`), and at most [`MAX_BYTES_AHEAD`] of their records, are
+//! taken from the connection before their acks are sent; past that, the session stops reading and TCP
+//! pushes back. One append runs at a time per connection, so
 //! records keep the order they were sent in; the frames that arrive while it flushes are stored together
 //! by the next one (one write, one flush), and appends from other connections and HTTP requests share the
 //! flush in storage (`Log`'s group commit). Every record is proven by the frame decoder before the frame
@@ -38,6 +39,10 @@ use crate::session::{End, MAX_CONTROL_QUEUE, Outbound, SILENT_INTERVALS, Session
 
 /// Most producer record bytes stored by one append: frames gathered beyond this wait for the next one.
 const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
+
+/// Most producer record bytes taken from a connection and not yet acknowledged (at least one frame is
+/// always taken): what bounds a producer's memory here, whatever its window and frame size.
+const MAX_BYTES_AHEAD: usize = 32 * 1024 * 1024;
 
 /// An append in progress, resolving to what it stored.
 type Appending = Pin<Box<dyn Future<Output = Result<Stored, Error>> + Send>>;
@@ -76,6 +81,8 @@ struct Pending {
     sequence: u64,
     /// How many records the frame carries.
     n_records: u64,
+    /// The size of its records in the producer layout.
+    n_bytes: usize,
 }
 
 /// The state of one producer connection.
@@ -88,6 +95,8 @@ struct ProducerSession {
     outbound: mpsc::Sender<Outbound>,
     /// Most PUBLISH frames taken from the connection and not yet acknowledged.
     window: usize,
+    /// Record bytes of the frames taken and not yet acknowledged.
+    bytes_ahead: usize,
     /// Frames received whole and checked, waiting for the next append, oldest first.
     received: VecDeque<(Pending, ProducerRecords)>,
     /// The frames the append in progress stores, oldest first.
@@ -114,12 +123,13 @@ impl ProducerSession {
         inbound: mpsc::Receiver<Result<Frame, WireError>>,
         outbound: mpsc::Sender<Outbound>,
     ) -> ProducerSession {
-        let window = usize::from(node.config.max_in_flight);
+        let window = usize::from(node.config.max_publish_in_flight);
         ProducerSession {
             node,
             inbound,
             outbound,
             window,
+            bytes_ahead: 0,
             received: VecDeque::new(),
             in_append: Vec::new(),
             appending: None,
@@ -177,7 +187,7 @@ impl ProducerSession {
                 return self.closing.take().unwrap_or(End::Closed);
             }
             let outbound = self.outbound.clone();
-            let reading = self.closing.is_none() && self.in_flight() < self.window;
+            let reading = self.closing.is_none() && self.has_room();
             let sending = !self.control.is_empty();
             tokio::select! {
                 biased;
@@ -222,10 +232,12 @@ impl ProducerSession {
         }
     }
 
-    /// PUBLISH frames taken and not yet acknowledged (an ack waiting in the control queue counts, so a
-    /// producer that does not read its acks is paced).
-    fn in_flight(&self) -> usize {
-        self.received.len() + self.in_append.len() + self.control.len()
+    /// Whether another frame may be taken: fewer than the window are unacknowledged (an ack waiting in the
+    /// control queue counts, so a producer that does not read its acks is paced), and their records take
+    /// less than [`MAX_BYTES_AHEAD`].
+    fn has_room(&self) -> bool {
+        let in_flight = self.received.len() + self.in_append.len() + self.control.len();
+        in_flight < self.window && self.bytes_ahead < MAX_BYTES_AHEAD
     }
 
     /// Marks the session as ending, keeping the first reason given.
@@ -276,8 +288,9 @@ impl ProducerSession {
                 ),
             ));
         }
-        let n_records = records.len() as u64;
-        self.received.push_back((Pending { topic, sequence, n_records }, records));
+        let (n_records, n_bytes) = (records.len() as u64, records.as_bytes().len());
+        self.bytes_ahead += n_bytes;
+        self.received.push_back((Pending { topic, sequence, n_records, n_bytes }, records));
         Ok(())
     }
 
@@ -296,11 +309,13 @@ impl ProducerSession {
     fn on_stored(&mut self, stored: Result<Stored, Error>) {
         self.appending = None;
         let frames = std::mem::take(&mut self.in_append);
+        self.bytes_ahead -= frames.iter().map(|frame| frame.n_bytes).sum::<usize>();
         let outcome = match stored {
             Ok(Stored { outcome, .. }) => outcome,
             Err(error) => {
                 // Nothing after a failed append is stored, so that the producer's order holds.
                 self.received.clear();
+                self.bytes_ahead = 0;
                 self.closing = Some(End::Fatal(refusal(&error)));
                 return;
             }
@@ -313,6 +328,7 @@ impl ProducerSession {
                 "an append did not store its frames durably; not acknowledging"
             );
             self.received.clear();
+            self.bytes_ahead = 0;
             self.closing =
                 Some(End::fatal(ErrorCode::Internal, "the broker could not store the records durably"));
             return;
@@ -335,7 +351,7 @@ impl ProducerSession {
     /// A producer whose frames wait unread (the window is full) is not silent: this side is busy.
     fn on_tick(&mut self) -> Result<(), End> {
         let heartbeat = self.node.config.heartbeat;
-        let waiting_for_producer = self.in_flight() < self.window && self.inbound.is_empty();
+        let waiting_for_producer = self.has_room() && self.inbound.is_empty();
         if self.closing.is_none()
             && waiting_for_producer
             && self.last_received.elapsed() >= heartbeat * SILENT_INTERVALS
@@ -435,7 +451,8 @@ mod tests {
     fn frame(topic: &str, sequence: u64, value_len: usize) -> (Pending, ProducerRecords) {
         let value = vec![b'v'; value_len];
         let records = ProducerRecords::encode(&[NewRecord::new(b"k", &value)]).unwrap();
-        (Pending { topic: topic.to_string(), sequence, n_records: 1 }, records)
+        let n_bytes = records.as_bytes().len();
+        (Pending { topic: topic.to_string(), sequence, n_records: 1, n_bytes }, records)
     }
 
     fn sequences(frames: &[Pending]) -> Vec<u64> {

@@ -35,7 +35,8 @@ fn keys(frame: usize, per_frame: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_publishes_arrive_in_order_with_the_offsets_of_their_acks() {
-    let broker = TestBroker::start().await;
+    // The producer sends up to 16 frames ahead; ROOT takes 4 at a time and leaves the rest in the socket.
+    let broker = TestBroker::start_with(|config| config.max_publish_in_flight = 4).await;
     let producer = producer(&broker, 16).await;
     let (n_frames, per_frame) = (300, 4);
     // Every frame is queued before any ack is awaited: up to the window is in flight at once.
@@ -82,27 +83,67 @@ async fn an_idle_producer_stays_connected_through_heartbeats() {
     broker.stop().await;
 }
 
-/// A raw producer connection: HELLO as a producer, WELCOME read.
-async fn raw_producer(broker: &TestBroker) -> TcpStream {
-    let hello = Frame::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        role: Role::Producer,
-        level: LEVEL_CONSUMER,
-        client_id: "raw".into(),
-        group: String::new(),
-        token: String::new(),
-        max_in_flight: 0,
-        topics: Vec::new(),
-    });
-    let mut socket = TcpStream::connect(broker.consumers).await.unwrap();
-    socket.write_all(&encode(&hello)).await.unwrap();
-    let mut buffer = BytesMut::new();
-    match read_frame(&mut socket, &mut buffer).await {
-        Some(Frame::Welcome(welcome)) => assert!(welcome.topics.is_empty()),
-        other => panic!("expected WELCOME, got {other:?}"),
+/// A producer connection driven byte by byte.
+struct RawProducer {
+    /// The connection.
+    socket: TcpStream,
+    /// Bytes read and not yet decoded.
+    buffer: BytesMut,
+}
+
+impl RawProducer {
+    /// Connects, says HELLO as a producer and reads WELCOME.
+    async fn connect(broker: &TestBroker) -> RawProducer {
+        let hello = Frame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Producer,
+            level: LEVEL_CONSUMER,
+            client_id: "raw".into(),
+            group: String::new(),
+            token: String::new(),
+            max_in_flight: 0,
+            topics: Vec::new(),
+        });
+        let socket = TcpStream::connect(broker.consumers).await.unwrap();
+        let mut raw = RawProducer { socket, buffer: BytesMut::new() };
+        raw.send(&encode(&hello)).await;
+        match raw.next_frame().await {
+            Some(Frame::Welcome(welcome)) => assert!(welcome.topics.is_empty()),
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+        raw
     }
-    assert!(buffer.is_empty());
-    socket
+
+    /// Writes bytes, whole frames or not.
+    async fn send(&mut self, bytes: &[u8]) {
+        self.socket.write_all(bytes).await.unwrap();
+    }
+
+    /// The next frame but PINGs, or `None` once the broker closed the connection.
+    async fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            while let Some(frame) = Frame::decode_from(&mut self.buffer, 1 << 20).unwrap() {
+                if !matches!(frame, Frame::Ping(_)) {
+                    return Some(frame);
+                }
+            }
+            let read = tokio::time::timeout(WAIT, self.socket.read_buf(&mut self.buffer))
+                .await
+                .expect("the broker answers");
+            if read.unwrap_or(0) == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Every frame but PINGs until the broker closes the connection.
+    async fn frames_until_closed(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.next_frame().await {
+            frames.push(frame);
+        }
+        frames
+    }
 }
 
 fn encode(frame: &Frame) -> Vec<u8> {
@@ -118,31 +159,6 @@ fn publish_frame(topic: &str, sequence: u64, n: usize) -> Vec<u8> {
         values.iter().map(|value| NewRecord::new(b"k", value.as_bytes())).collect();
     let records = ProducerRecords::encode(&records).unwrap();
     encode(&Frame::Publish(Publish { topic: topic.to_string(), sequence, records }))
-}
-
-/// The next frame, or `None` once the broker closed the connection.
-async fn read_frame(socket: &mut TcpStream, buffer: &mut BytesMut) -> Option<Frame> {
-    loop {
-        if let Some(frame) = Frame::decode_from(buffer, 1 << 20).unwrap() {
-            return Some(frame);
-        }
-        let read = tokio::time::timeout(WAIT, socket.read_buf(buffer)).await.expect("the broker answers");
-        if read.unwrap_or(0) == 0 {
-            return None;
-        }
-    }
-}
-
-/// Every frame until the broker closes the connection, PINGs left out.
-async fn frames_until_closed(socket: &mut TcpStream) -> Vec<Frame> {
-    let mut buffer = BytesMut::new();
-    let mut frames = Vec::new();
-    while let Some(frame) = read_frame(socket, &mut buffer).await {
-        if !matches!(frame, Frame::Ping(_)) {
-            frames.push(frame);
-        }
-    }
-    frames
 }
 
 /// Waits until the broker serves no producer connection.
@@ -163,27 +179,26 @@ async fn a_producer_that_disconnects_mid_frame_stores_nothing_of_that_frame() {
     let broker = TestBroker::start().await;
 
     // Half of a first frame: the topic is not even created.
-    let mut socket = raw_producer(&broker).await;
+    let mut raw = RawProducer::connect(&broker).await;
     let frame = publish_frame("halves", 1, 10);
-    socket.write_all(&frame[..frame.len() / 2]).await.unwrap();
-    drop(socket);
+    raw.send(&frame[..frame.len() / 2]).await;
+    drop(raw);
     wait_no_producers(&broker).await;
     assert!(broker.node.store.topic("halves").is_none(), "half a frame created the topic");
 
     // A whole frame, acknowledged, then all of a second frame but its last byte.
-    let mut socket = raw_producer(&broker).await;
-    socket.write_all(&publish_frame("halves", 1, 3)).await.unwrap();
-    let mut buffer = BytesMut::new();
-    match read_frame(&mut socket, &mut buffer).await {
+    let mut raw = RawProducer::connect(&broker).await;
+    raw.send(&publish_frame("halves", 1, 3)).await;
+    match raw.next_frame().await {
         Some(Frame::PublishAck(ack)) => {
             assert_eq!((ack.sequence, ack.first_offset, ack.last_offset), (1, 0, 2))
         }
         other => panic!("expected PUBLISH_ACK, got {other:?}"),
     }
     let second = publish_frame("halves", 2, 5);
-    socket.write_all(&second[..second.len() - 1]).await.unwrap();
-    socket.shutdown().await.unwrap();
-    drop(socket);
+    raw.send(&second[..second.len() - 1]).await;
+    raw.socket.shutdown().await.unwrap();
+    drop(raw);
     wait_no_producers(&broker).await;
     let log = broker.node.store.topic("halves").unwrap();
     assert_eq!(log.next_offset(), 3, "only the whole frame is stored");
@@ -194,6 +209,8 @@ async fn a_producer_that_disconnects_mid_frame_stores_nothing_of_that_frame() {
 async fn a_malformed_publish_ends_only_its_own_connection() {
     let broker = TestBroker::start().await;
     let healthy = producer(&broker, 8).await;
+    // The topic exists before the consumer below subscribes to it.
+    healthy.publish("healthy", &[NewRecord::new(b"k", b"start")]).await.unwrap().await.unwrap();
     let keep_publishing = tokio::spawn(async move {
         let mut acks = Vec::new();
         for n in 0..200u32 {
@@ -211,7 +228,7 @@ async fn a_malformed_publish_ends_only_its_own_connection() {
 
     // A good frame, then one whose second record says its key runs past its end: the first is stored and
     // acknowledged, then a fatal MALFORMED_FRAME ends the connection.
-    let mut socket = raw_producer(&broker).await;
+    let mut raw = RawProducer::connect(&broker).await;
     let good = publish_frame("broken", 1, 2);
     let records = ProducerRecords::encode(&[NewRecord::new(b"k", b"v"), NewRecord::new(b"k", b"v")]).unwrap();
     let mut bad_records = records.as_bytes().to_vec();
@@ -222,9 +239,9 @@ async fn a_malformed_publish_ends_only_its_own_connection() {
     payload.extend_from_slice(&2u64.to_le_bytes());
     payload.extend_from_slice(&2u32.to_le_bytes());
     payload.extend_from_slice(&bad_records);
-    socket.write_all(&good).await.unwrap();
-    socket.write_all(&reframe(0x0E, &payload)).await.unwrap();
-    let frames = frames_until_closed(&mut socket).await;
+    raw.send(&good).await;
+    raw.send(&reframe(0x0E, &payload)).await;
+    let frames = raw.frames_until_closed().await;
     match &frames[..] {
         [
             Frame::PublishAck(PublishAck { sequence: 1, first_offset: 0, last_offset: 1, .. }),
@@ -238,9 +255,9 @@ async fn a_malformed_publish_ends_only_its_own_connection() {
     assert_eq!(broker.node.store.topic("broken").unwrap().next_offset(), 2);
 
     // A topic name the rules refuse is BAD_REQUEST.
-    let mut socket = raw_producer(&broker).await;
-    socket.write_all(&publish_frame("no/slashes", 1, 1)).await.unwrap();
-    match &frames_until_closed(&mut socket).await[..] {
+    let mut raw = RawProducer::connect(&broker).await;
+    raw.send(&publish_frame("no/slashes", 1, 1)).await;
+    match &raw.frames_until_closed().await[..] {
         [Frame::Error(error)] => assert_eq!((error.code, error.fatal), (ErrorCode::BadRequest, true)),
         other => panic!("expected ERROR, got {other:?}"),
     }
@@ -250,7 +267,8 @@ async fn a_malformed_publish_ends_only_its_own_connection() {
     let last = keep_publishing.await.unwrap();
     let seen = receive_until(&mut consumer, "healthy", last + 1).await;
     let values: Vec<Vec<u8>> = seen.into_iter().map(|record| record.value).collect();
-    let expected: Vec<Vec<u8>> = (0..200u32).map(|n| n.to_string().into_bytes()).collect();
+    let expected: Vec<Vec<u8>> =
+        std::iter::once(b"start".to_vec()).chain((0..200u32).map(|n| n.to_string().into_bytes())).collect();
     assert_eq!(values, expected, "the healthy producer lost nothing");
     consumer
         .send(&Frame::Publish(Publish {

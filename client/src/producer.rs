@@ -35,8 +35,8 @@ use crate::error::{Error, Result};
 use crate::link::Link;
 use crate::tcp::connect_tcp;
 
-/// The window a producer asks for unless configured otherwise.
-pub const DEFAULT_MAX_IN_FLIGHT: u16 = 8;
+/// The window a producer asks for unless configured otherwise: ROOT's default `--max-publish-in-flight`.
+pub const DEFAULT_MAX_IN_FLIGHT: u16 = 64;
 
 /// How long closing waits for queued frames to be written.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -49,7 +49,7 @@ pub struct ProducerConfig {
     /// The token the broker requires, or empty.
     pub token: String,
     /// How many publishes may wait for their acknowledgement at once (at least 1). The broker may take
-    /// fewer at a time (its `--max-in-flight`); the rest then wait in the socket.
+    /// fewer at a time (its `--max-publish-in-flight`); the rest then wait in the socket.
     pub max_in_flight: u16,
     /// The handshake timeout is three of these; after WELCOME the broker's own interval paces our PINGs
     /// and the silence check.

@@ -18,8 +18,9 @@ use tokio::task::JoinSet;
 
 use super::{Clock, Destination, LATE_AFTER, LoadOutcome, Plan, TIMESTAMP_HEADER, claim, join_all};
 
-/// Publishes each connection keeps waiting for their acknowledgement in a closed loop.
-const CLOSED_WINDOW: u16 = 8;
+/// Publishes each connection keeps waiting for their acknowledgement in a closed loop: the producer's
+/// default window, which is also ROOT's default `--max-publish-in-flight`.
+const CLOSED_WINDOW: u16 = client::producer::DEFAULT_MAX_IN_FLIGHT;
 
 /// Publishes `plan.total` records in frames of `plan.batch` from `plan.concurrency` producer connections to
 /// `addr` (ROOT's consumer port), each as fast as its window allows.
