@@ -99,7 +99,8 @@ pub enum WireError {
         #[source]
         source: Box<WireError>,
     },
-    /// A producer record whose length fields contradict each other or the batch around it.
+    /// A producer record that breaks a rule of its layout: length fields that contradict each other or the
+    /// batch around it, a tombstone with a value.
     #[error("{reason}")]
     RecordLayout {
         /// What is wrong, in words fit to send to the peer.

@@ -10,7 +10,7 @@
 use bytes::Bytes;
 
 use crate::error::WireError;
-use crate::record::{NewRecord, check_headers};
+use crate::record::{ATTR_TOMBSTONE, NewRecord, check_headers};
 
 /// The layout of one producer record. All integers are little-endian.
 ///
@@ -25,6 +25,7 @@ use crate::record::{NewRecord, check_headers};
 ///   bits 1-2 compression (0 = none), other bits reserved and zero; headers are
 ///   `[name_len:2][name][value_len:2][value]` entries filling `headers_len` bytes.
 /// - `value` is the rest of the record: `len - 5 - key_len - headers_len` bytes.
+/// - A tombstone (attribute bit 0) deletes its key: it has a key and no value, as over JSON.
 /// - Once stored, the record is [`PRODUCER_TO_STORED_LEN`] bytes longer (CRC, offset, timestamp), and the
 ///   stored record must fit in `crate::record::MAX_RECORD_LEN`.
 ///
@@ -42,7 +43,8 @@ const KEY_LEN_AT: usize = 5;
 const HEADERS_LEN_AT: usize = 7;
 
 /// Records in the producer layout, laid end to end, every one of them proven: its layout parses, its
-/// attributes use no reserved bit, its headers parse and, once stored, it fits the record size limit. Only
+/// attributes use no reserved bit, its headers parse, a tombstone has a key and no value and, once stored,
+/// it fits the record size limit. Only
 /// [`ProducerRecords::check`] and [`ProducerRecords::encode`] build one, so whoever holds one (storage's
 /// ROOT append, through [`ProducerRecords::iter`]) reads the records without checking them again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +64,8 @@ impl ProducerRecords {
     }
 
     /// Encodes `records` in the producer layout, refusing what [`ProducerRecords::check`] would refuse
-    /// (a key or headers too long, reserved attribute bits, malformed headers, a record over the limit).
+    /// (a key or headers too long, reserved attribute bits, malformed headers, a tombstone without a key or
+    /// with a value, a record over the limit).
     pub fn encode(records: &[NewRecord<'_>]) -> Result<ProducerRecords, WireError> {
         let n_records = u32::try_from(records.len()).map_err(|_| WireError::RecordLayout {
             reason: format!("{} records; at most {} fit in one batch", records.len(), u32::MAX),
@@ -128,8 +131,7 @@ impl<'a> Iterator for ProducerRecordIter<'a> {
 /// Appends one record in the producer layout to `out`, after checking it as
 /// [`ProducerRecords::check`] would. On error `out` is left as it was.
 pub fn encode_record(record: &NewRecord<'_>, out: &mut Vec<u8>) -> Result<(), WireError> {
-    record.validate()?;
-    check_headers(record.headers)?;
+    check_record(record)?;
     // `validate` bounded the record by `MAX_RECORD_LEN`, so its length fits in 32 bits.
     let len = (PRODUCER_RECORD_HEADER_LEN - 4 + payload_len(record)) as u32;
     out.extend_from_slice(&len.to_le_bytes());
@@ -156,14 +158,31 @@ pub(crate) fn count_records(mut bytes: &[u8]) -> Result<u32, WireError> {
             }
             Err(source) => return Err(bad_record(index, source)),
         };
-        record.validate().map_err(|source| bad_record(index, source))?;
-        check_headers(record.headers).map_err(|source| bad_record(index, source))?;
+        check_record(&record).map_err(|source| bad_record(index, source))?;
         n_records = n_records.checked_add(1).ok_or_else(|| WireError::RecordLayout {
             reason: format!("more than {} records in one batch", u32::MAX),
         })?;
         bytes = &bytes[total..];
     }
     Ok(n_records)
+}
+
+/// The rules beyond the layout: the limits a stored record must keep, headers that parse, and a tombstone
+/// that names a key and carries no value.
+fn check_record(record: &NewRecord<'_>) -> Result<(), WireError> {
+    record.validate()?;
+    check_headers(record.headers)?;
+    if record.attributes & ATTR_TOMBSTONE != 0 {
+        if record.key.is_empty() {
+            return Err(WireError::TombstoneWithoutKey);
+        }
+        if !record.value.is_empty() {
+            return Err(WireError::RecordLayout {
+                reason: format!("a tombstone carries no value; this one has {} bytes", record.value.len()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Splits the first record off `buf`: `Ok(None)` if `buf` ends inside it, an error if its length fields
@@ -221,17 +240,17 @@ fn bad_record(index: usize, source: WireError) -> WireError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{ATTR_TOMBSTONE, MAX_RECORD_LEN, encode_headers};
+    use crate::record::{MAX_RECORD_LEN, encode_headers};
 
     #[test]
     fn golden_bytes() {
         let headers = encode_headers([("h", &b"v"[..])]).unwrap();
-        let record = NewRecord { key: b"k", headers: &headers, value: b"val", attributes: ATTR_TOMBSTONE };
+        let record = NewRecord { key: b"k", headers: &headers, value: b"val", attributes: 0b0000_0010 };
         let records = ProducerRecords::encode(&[record]).unwrap();
         #[rustfmt::skip]
         let expected: Vec<u8> = vec![
             15, 0, 0, 0,                    // len: 5 + 1 + 6 + 3
-            1,                              // attrs: tombstone
+            2,                              // attrs: compression codec 1
             1, 0,                           // key_len
             6, 0,                           // headers_len
             b'k',                           // key
@@ -293,6 +312,22 @@ mod tests {
             error_of(&huge),
             WireError::ProducerRecord { index: 0, source } if matches!(*source, WireError::RecordTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_tombstone_has_a_key_and_no_value() {
+        let tombstone = NewRecord { attributes: ATTR_TOMBSTONE, ..NewRecord::new(b"k", b"") };
+        let records = ProducerRecords::encode(&[tombstone]).unwrap();
+        assert_eq!(ProducerRecords::check(records.as_bytes().clone()).unwrap().len(), 1);
+        let keyless = NewRecord { key: b"", ..tombstone };
+        assert_eq!(encode_record(&keyless, &mut Vec::new()), Err(WireError::TombstoneWithoutKey));
+        let with_value = NewRecord { value: b"v", ..tombstone };
+        assert!(encode_record(&with_value, &mut Vec::new()).is_err());
+        // The same rules hold for bytes built elsewhere.
+        let mut bytes = ProducerRecords::encode(&[NewRecord::new(b"k", b"v")]).unwrap().as_bytes().to_vec();
+        bytes[4] = ATTR_TOMBSTONE;
+        let error = ProducerRecords::check(Bytes::from(bytes)).unwrap_err();
+        assert_eq!(error.to_string(), "record 0: a tombstone carries no value; this one has 1 bytes");
     }
 
     #[test]
