@@ -83,6 +83,27 @@ async fn an_idle_producer_stays_connected_through_heartbeats() {
     broker.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_hears_why_its_connection_ended() {
+    let broker = TestBroker::start().await;
+    let producer = producer(&broker, 4).await;
+    producer.publish("stopping", &[NewRecord::new(b"k", b"v")]).await.unwrap().await.unwrap();
+    broker.stop().await;
+    // The broker said SHUTTING_DOWN before it closed; every later publish fails with that cause.
+    let error = match producer.publish("stopping", &[NewRecord::new(b"k", b"v")]).await {
+        Ok(ack) => ack.await.unwrap_err(),
+        Err(error) => error,
+    };
+    match &error {
+        Error::Lost(cause) => match &**cause {
+            Error::Rejected(frame) => assert_eq!(frame.code, ErrorCode::ShuttingDown),
+            other => panic!("expected SHUTTING_DOWN, got {other}"),
+        },
+        other => panic!("expected a lost connection, got {other}"),
+    }
+    assert!(matches!(producer.close().await, Err(Error::Lost(_))));
+}
+
 /// A producer connection driven byte by byte.
 struct RawProducer {
     /// The connection.
