@@ -218,6 +218,9 @@ pub enum ProducerKind {
     /// `POST /api/v1/topics/{topic}/messages` with JSON arrays, like a real producer; each record carries a
     /// `bench_ts_us` header with its publish time in microseconds.
     Http,
+    /// PUBLISH frames on ROOT's consumer port through `client::Producer` (the binary path: no JSON, several
+    /// publishes in flight per connection), with the same records and header as `http`.
+    Tcp,
 }
 
 /// Options of the `tree` scenario.
@@ -235,11 +238,11 @@ pub struct TreeArgs {
     /// Publish at this many records per second (open loop, for latency); without it, as fast as possible.
     #[arg(long)]
     pub rate: Option<u64>,
-    /// Records per publish request (default: 10,000 injected, 100 JSON, 1 JSON with --rate).
+    /// Records per publish request (default: 10,000 injected, 100 JSON or PUBLISH, 1 with --rate).
     #[arg(long)]
     pub batch: Option<u64>,
-    /// Concurrent producer tasks as fast as possible (default 4), or most requests in flight with --rate
-    /// (default 64).
+    /// Concurrent producer tasks (TCP: connections, each with 64 publishes in flight) as fast as possible
+    /// (default 4), or most requests in flight with --rate (default 64).
     #[arg(long)]
     pub producers: Option<usize>,
     /// How records are published; the default is `http` with --rate and `inject` without.

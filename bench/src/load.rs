@@ -1,8 +1,9 @@
-//! Producers that put records into ROOT: generated records through `/test/inject-messages`, and JSON
-//! arrays through the ingest API, either as fast as possible (closed loop, several tasks) or at a fixed
-//! rate (open loop, a bounded number of requests in flight). JSON records carry a `bench_ts_us` header:
-//! the microsecond time the request was sent, so a consumer in this process can measure latency finer than
-//! ROOT's millisecond timestamps. Every producer is bounded by a record count and a deadline.
+//! Producers that put records into ROOT: generated records through `/test/inject-messages`, JSON arrays
+//! through the ingest API, and PUBLISH frames on ROOT's consumer port (`load/tcp.rs`), either as fast as
+//! possible (closed loop, several tasks) or at a fixed rate (open loop, a bounded number of requests in
+//! flight). JSON and PUBLISH records carry a `bench_ts_us` header: the microsecond time the request was
+//! sent, so a consumer in this process can measure latency finer than ROOT's millisecond timestamps. Every
+//! producer is bounded by a record count and a deadline.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +14,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::api::Api;
+
+mod tcp;
+
+pub use tcp::{publish_tcp_closed, publish_tcp_open};
 
 /// The header holding a record's publish time, microseconds since the Unix epoch.
 pub const TIMESTAMP_HEADER: &str = "bench_ts_us";

@@ -131,6 +131,12 @@ pub struct Config {
     #[arg(long, env = "BROKER_MAX_IN_FLIGHT", default_value_t = 8)]
     pub max_in_flight: u16,
 
+    /// Most PUBLISH frames a producer may have in flight at ROOT, taken from its connection ahead of their
+    /// acknowledgements (a producer may ask for fewer; frames beyond it, or beyond 32 MiB of records, wait
+    /// in the socket). The frames taken while an append flushes share the next flush.
+    #[arg(long, env = "BROKER_MAX_PUBLISH_IN_FLIGHT", default_value_t = 64)]
+    pub max_publish_in_flight: u16,
+
     /// Interval of PINGs to consumers; a peer silent for three intervals is dropped.
     #[arg(long, env = "BROKER_HEARTBEAT", default_value = "2s", value_parser = parse_duration)]
     pub heartbeat: Duration,
@@ -268,6 +274,9 @@ impl Config {
         }
         if self.max_in_flight == 0 {
             return Err("--max-in-flight must be at least 1".to_string());
+        }
+        if self.max_publish_in_flight == 0 {
+            return Err("--max-publish-in-flight must be at least 1".to_string());
         }
         if self.heartbeat < Duration::from_millis(10) || self.heartbeat > Duration::from_secs(3600) {
             return Err("--heartbeat must be between 10ms and 1h".to_string());
@@ -412,6 +421,7 @@ mod tests {
         assert_eq!(cli.config.batch_max_records, 10_000);
         assert_eq!(cli.config.batch_max_bytes, 1 << 20);
         assert_eq!(cli.config.max_in_flight, 8);
+        assert_eq!(cli.config.max_publish_in_flight, 64);
         assert_eq!(cli.config.max_body_bytes, 16 << 20);
         assert!(!cli.config.test_endpoints);
         assert_eq!(

@@ -1,8 +1,8 @@
-//! The TCP transport of a consumer session: a reader task that decodes frames with the protocol codec
-//! (checking the length before buffering a payload), a writer task that sends what the session queues
-//! (BATCH frames as a header plus the records from the log's memory map in one vectored write, several
-//! queued items per system call), and the session in between. This module owns sockets and buffers; what
-//! to send, and when, is the session's business.
+//! The TCP transport of a consumer (or producer) session: a reader task that decodes frames with the
+//! protocol codec (checking the length before buffering a payload), a writer task that sends what the
+//! session queues (BATCH frames as a header plus the records from the log's memory map in one vectored
+//! write, several queued items per system call), and the session in between. This module owns sockets and
+//! buffers; what to send, and when, is the session's business.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;

@@ -102,6 +102,7 @@ pub fn storage_api_error(error: storage::Error) -> ApiError {
             format!("offset {requested} is beyond the log end {next_offset}"),
         ),
         storage::Error::BadTopicName { .. } => ApiError::bad_request("bad_topic_name", error.to_string()),
+        storage::Error::RecordTooLarge { .. } => ApiError::bad_request("record_too_large", error.to_string()),
         storage::Error::NoSpace { .. } => ApiError::unavailable("no_space", error.to_string()),
         storage::Error::Damaged { .. } => ApiError::unavailable("damaged_range", error.to_string()),
         other => ApiError::internal_with_sources(&other),

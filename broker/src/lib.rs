@@ -1,8 +1,8 @@
-//! One broker for every level of the relay tree. At ROOT it takes new records over HTTP and gives them
-//! offsets; at every level it stores topics in the `storage` engine and pushes them to TCP consumers, with
-//! group offsets, full refresh, heartbeats and bounded memory. Below ROOT, the pipe (`pipe/`) copies the
-//! parent's topics verbatim over a WebSocket, and every node registers with the registry
-//! (`registration.rs`), which tells it where its parent is.
+//! One broker for every level of the relay tree. At ROOT it takes new records (over HTTP, or from producer
+//! connections on the consumer port) and gives them offsets; at every level it stores topics in the
+//! `storage` engine and pushes them to TCP consumers, with group offsets, full refresh, heartbeats and
+//! bounded memory. Below ROOT, the pipe (`pipe/`) copies the parent's topics verbatim over a WebSocket, and
+//! every node registers with the registry (`registration.rs`), which tells it where its parent is.
 //!
 //! [`run`] (or [`Broker::bind`] then [`Broker::run`], which lets a caller learn the bound addresses)
 //! starts everything; `main.rs` only parses the command line and wires signals.
@@ -21,6 +21,8 @@ pub mod members;
 pub mod metrics;
 pub mod node;
 pub mod pipe;
+pub mod producer;
+pub mod publish;
 pub mod registration;
 pub mod repair;
 mod server;

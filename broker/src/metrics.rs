@@ -60,7 +60,7 @@ pub struct Metrics {
     pub log_start_offset: Family<TopicLabels, Gauge>,
     /// Records between a group's committed offset and the log end (refreshed at scrape time).
     pub group_lag: Family<GroupLabels, Gauge>,
-    /// Open consumer and pipe connections.
+    /// Open consumer, producer and pipe connections, by kind.
     pub connections: Family<KindLabels, Gauge>,
     /// Consumer connections refused because `--max-connections` were already being served.
     pub connections_refused: Counter,
@@ -131,7 +131,7 @@ impl Metrics {
             "Records stored but not yet acknowledged by the group",
             group_lag.clone(),
         );
-        registry.register("connections", "Open consumer and pipe connections", connections.clone());
+        registry.register("connections", "Open consumer, producer and pipe connections", connections.clone());
         registry.register(
             "connections_refused",
             "Consumer connections refused at --max-connections",

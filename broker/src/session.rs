@@ -5,7 +5,8 @@
 //! A session speaks frames, not bytes: the transport hands it decoded frames (or the decode error) on one
 //! bounded channel and takes [`Outbound`] items on another. The TCP consumer server (`connection.rs`) is
 //! one transport; the pipe server, a WebSocket at `GET /api/v1/pipe`, runs the same session with
-//! [`Role::Pipe`]. This module never touches a socket.
+//! [`Role::Pipe`]. A HELLO with the producer role on the consumer port hands the connection to the producer
+//! session (`producer.rs`) instead. This module never touches a socket.
 //!
 //! Delivery is event-driven: each attached log's readable-offset watch and the store's topic list wake
 //! the session through one `Notify`; nothing polls.
@@ -31,14 +32,14 @@ use crate::node::Node;
 use protocol::now_ms;
 
 mod changes;
-mod hello;
+pub(crate) mod hello;
 
 /// How many heartbeat intervals of silence make a peer count as gone.
-const SILENT_INTERVALS: u32 = 3;
+pub(crate) const SILENT_INTERVALS: u32 = 3;
 
 /// Most control frames (PONG, RESET, READY, TOPIC, ERROR) queued for a peer that is not reading; past this
 /// the peer is dropped as a slow consumer.
-const MAX_CONTROL_QUEUE: usize = 256;
+pub(crate) const MAX_CONTROL_QUEUE: usize = 256;
 
 /// How long the final ERROR frame may wait for room in the outbound queue.
 const FINAL_FRAME_WAIT: Duration = Duration::from_secs(1);
@@ -72,14 +73,14 @@ pub struct SessionIo {
 pub struct Peer {
     /// The peer's address, if the transport has one.
     pub addr: Option<SocketAddr>,
-    /// The role the transport accepts: [`Role::Consumer`] on the TCP consumer port, [`Role::Pipe`] on the
-    /// pipe endpoint.
+    /// The role the transport accepts: [`Role::Consumer`] on the TCP consumer port (which takes
+    /// [`Role::Producer`] too), [`Role::Pipe`] on the pipe endpoint.
     pub role: Role,
 }
 
-/// How a session ended.
+/// How a session (a delivery or a producer session) ended.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     /// The peer closed the connection.
     Closed,
     /// The peer was silent for three heartbeat intervals.
@@ -90,7 +91,7 @@ enum End {
 
 impl End {
     /// A fatal end with this code and message.
-    fn fatal(code: ErrorCode, message: impl Into<String>) -> End {
+    pub(crate) fn fatal(code: ErrorCode, message: impl Into<String>) -> End {
         End::Fatal(ErrorFrame { code, fatal: true, message: message.into() })
     }
 }
@@ -98,29 +99,52 @@ impl End {
 /// Runs one session to its end. Never fails: every problem becomes an ERROR frame to the peer and a log
 /// line here.
 pub async fn run_session(node: Arc<Node>, io: SessionIo, peer: Peer) {
-    let kind = match peer.role {
-        Role::Consumer => "consumer",
-        Role::Pipe => "pipe",
+    let SessionIo { mut inbound, outbound } = io;
+    let hello = match hello::receive_hello(&node, &mut inbound).await {
+        Ok(hello) if hello.role == Role::Producer && peer.role == Role::Consumer => {
+            let io = SessionIo { inbound, outbound };
+            return crate::producer::run_producer(node, io, peer.addr, hello).await;
+        }
+        other => other,
     };
+    let kind = peer.role.name();
     let connection_id = node.members.connect(peer.addr, kind);
     let gauge = node.metrics.connections.get_or_create(&KindLabels { kind: kind.to_string() }).clone();
     gauge.inc();
-    let SessionIo { inbound, outbound } = io;
     let mut session = Session::new(Arc::clone(&node), connection_id, inbound, outbound.clone());
-    let end = match session.handshake(peer).await {
-        Ok(()) => session.deliver().await,
+    let end = match hello {
+        Ok(hello) => match session.handshake(hello, peer).await {
+            Ok(()) => session.deliver().await,
+            Err(end) => end,
+        },
         Err(end) => end,
     };
+    let queued: Vec<Frame> = session.control.drain(..).collect();
+    drop(session);
+    close(&node, connection_id, peer.addr, end, queued, &outbound).await;
+    node.members.disconnect(connection_id);
+    gauge.dec();
+}
+
+/// Ends a session's conversation: logs how it ended and, for a fatal end, sends the control frames still
+/// queued (a non-fatal ERROR, a PUBLISH_ACK, say), in order, then the ERROR. Room may never come if the
+/// peer stopped reading, so the whole goodbye is bounded.
+pub(crate) async fn close(
+    node: &Node,
+    connection_id: u64,
+    peer: Option<SocketAddr>,
+    end: End,
+    queued: Vec<Frame>,
+    outbound: &mpsc::Sender<Outbound>,
+) {
     match end {
-        End::Closed => tracing::debug!(connection_id, peer = ?peer.addr, "peer closed the connection"),
-        End::Silent => tracing::info!(connection_id, peer = ?peer.addr, "dropping a silent peer"),
+        End::Closed => tracing::debug!(connection_id, ?peer, "peer closed the connection"),
+        End::Silent => tracing::info!(connection_id, ?peer, "dropping a silent peer"),
         End::Fatal(error) => {
-            tracing::info!(connection_id, peer = ?peer.addr, code = %error.code, message = %error.message,
+            tracing::info!(connection_id, ?peer, code = %error.code, message = %error.message,
                 "closing the connection with an error");
             node.metrics.protocol_errors.inc();
-            // Control frames already queued (a non-fatal ERROR, say) go first, in order. Room may never
-            // come if the peer stopped reading, so the whole goodbye is bounded.
-            let mut goodbye: Vec<Frame> = session.control.drain(..).collect();
+            let mut goodbye = queued;
             goodbye.push(Frame::Error(error));
             let _ = tokio::time::timeout(FINAL_FRAME_WAIT, async {
                 for frame in goodbye {
@@ -132,9 +156,6 @@ pub async fn run_session(node: Arc<Node>, io: SessionIo, peer: Peer) {
             .await;
         }
     }
-    drop(session);
-    node.members.disconnect(connection_id);
-    gauge.dec();
 }
 
 /// The state of one session.
@@ -316,6 +337,10 @@ impl Session {
             Frame::Hello(_) => {
                 Err(End::fatal(ErrorCode::ProtocolViolation, "a second HELLO on one connection"))
             }
+            Frame::Publish(_) => Err(End::fatal(
+                ErrorCode::ProtocolViolation,
+                "PUBLISH needs a producer connection (HELLO with role 2, at ROOT)",
+            )),
             other => Err(End::fatal(
                 ErrorCode::ProtocolViolation,
                 format!("{} is a server frame; a client may not send it", other.name()),

@@ -1,12 +1,13 @@
 //! The client's one error type. Every variant keeps its source, so a caller can tell a refused HELLO from a
 //! dropped connection from a broker that went silent.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::WireError;
 use protocol::frame::ErrorFrame;
 
-/// Why a consumer connection failed.
+/// Why a consumer or producer connection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Connecting, reading or writing failed.
@@ -18,6 +19,14 @@ pub enum Error {
     /// The broker answered HELLO with an ERROR frame.
     #[error("the broker refused the connection: {} ({:?})", .0.message, .0.code)]
     Refused(ErrorFrame),
+    /// The broker ended the connection with a fatal ERROR frame after the handshake (a producer's
+    /// malformed PUBLISH, say).
+    #[error("the broker ended the connection: {} ({:?})", .0.message, .0.code)]
+    Rejected(ErrorFrame),
+    /// A producer's connection ended (for the reason given) before this publish was acknowledged, or
+    /// before it could be sent; a publish sent and not acknowledged may or may not be stored.
+    #[error("the producer's connection is lost: {0}")]
+    Lost(#[source] Arc<Error>),
     /// The broker sent a frame that is not allowed at this point.
     #[error("protocol violation by the broker: {0}")]
     Protocol(String),

@@ -1,7 +1,8 @@
-//! The downstream side of the relay protocol, written once: the TCP and WebSocket transports ([`Link`]),
-//! the follower that keeps a copy of a broker's topics ([`follow`]: handshake, heartbeats, gathering,
-//! RESET/READY order, ACK of what the copy made durable, reconnect with [`Backoff`]), and a plain
-//! [`Consumer`] for applications and tests that drive the protocol themselves.
+//! The client side of the relay protocol, written once: the TCP and WebSocket transports ([`Link`]), the
+//! follower that keeps a copy of a broker's topics ([`follow`]: handshake, heartbeats, gathering,
+//! RESET/READY order, ACK of what the copy made durable, reconnect with [`Backoff`]), a plain [`Consumer`]
+//! for applications and tests that drive the protocol themselves, and the [`Producer`] that publishes to
+//! ROOT in the binary producer layout, many publishes in flight.
 //!
 //! The crate stores nothing: what a copy keeps, and when it is durable, belongs to the [`Sink`] a follower
 //! is given.
@@ -20,12 +21,33 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), client::Error> {
+//! use client::{Producer, ProducerConfig};
+//! use protocol::NewRecord;
+//!
+//! let (producer, _welcome) = Producer::connect("127.0.0.1:9090", ProducerConfig::new("feed-1")).await?;
+//! let mut acks = Vec::new();
+//! for price in ["1.50", "1.51", "1.52"] {
+//!     // Returns once the PUBLISH is queued; several are in flight at once.
+//!     acks.push(producer.publish("prices", &[NewRecord::new(b"AAPL", price.as_bytes())]).await?);
+//! }
+//! for ack in acks {
+//!     let ack = ack.await?; // the records are durable at ROOT
+//!     println!("stored at offsets {}..={}", ack.first_offset, ack.last_offset);
+//! }
+//! producer.close().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod backoff;
 pub mod consumer;
 pub mod error;
 pub mod follow;
 pub mod link;
+pub mod producer;
 pub mod tcp;
 pub mod ws;
 
@@ -34,3 +56,4 @@ pub use consumer::{Consumer, ConsumerConfig, Event, topic_start};
 pub use error::{Error, Result};
 pub use follow::{Durable, Endpoint, Fault, FollowConfig, LinkEnd, Sink, Target, Upstream, Work, follow};
 pub use link::Link;
+pub use producer::{PendingAck, Producer, ProducerConfig};

@@ -89,6 +89,24 @@ pub enum WireError {
         actual: u64,
     },
 
+    /// A record in the producer layout (a PUBLISH frame, a raw HTTP publish) that does not parse or breaks
+    /// a limit; `index` counts records from zero.
+    #[error("record {index}: {source}")]
+    ProducerRecord {
+        /// Which record of the batch.
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Box<WireError>,
+    },
+    /// A producer record that breaks a rule of its layout: length fields that contradict each other or the
+    /// batch around it, a tombstone with a value.
+    #[error("{reason}")]
+    RecordLayout {
+        /// What is wrong, in words fit to send to the peer.
+        reason: String,
+    },
+
     /// A frame's `len` field is above the decoder's maximum, or an encoder was given a frame larger than
     /// any decoder accepts.
     #[error("frame payload of {len} bytes exceeds the maximum of {max} bytes")]
@@ -144,8 +162,8 @@ pub enum WireError {
         /// The kind byte as received.
         kind: u8,
     },
-    /// A HELLO whose `role` byte is neither consumer (0) nor pipe (1).
-    #[error("HELLO has unknown role {role}; the known roles are 0 (consumer) and 1 (pipe)")]
+    /// A HELLO whose `role` byte is not consumer (0), pipe (1) or producer (2).
+    #[error("HELLO has unknown role {role}; the known roles are 0 (consumer), 1 (pipe) and 2 (producer)")]
     UnknownRole {
         /// The role byte as received.
         role: u8,
@@ -204,8 +222,9 @@ pub enum WireError {
 impl WireError {
     /// The code under which to report this error to the peer in an ERROR frame.
     ///
-    /// Frame-level faults map to their own codes. Every error that checking a record can raise is
-    /// `BAD_RECORDS`, because on a connection records only arrive inside a BATCH. Errors that only building
+    /// Frame-level faults map to their own codes. Every error that checking a stored record can raise is
+    /// `BAD_RECORDS`, because such records only arrive inside a BATCH; a producer record that fails its
+    /// check makes its PUBLISH malformed (`MALFORMED_FRAME`). Errors that only building
     /// a record can raise (a key or headers too long, bad JSON input) are `BAD_REQUEST`, and the encoder's
     /// limits on frames this side built are `INTERNAL`: they mean a bug here, not a fault of the peer.
     pub fn error_code(&self) -> ErrorCode {
@@ -218,7 +237,9 @@ impl WireError {
             | WireError::TrailingBytes { .. }
             | WireError::UnknownStartKind { .. }
             | WireError::UnknownRole { .. }
-            | WireError::Malformed { .. } => ErrorCode::MalformedFrame,
+            | WireError::Malformed { .. }
+            | WireError::ProducerRecord { .. }
+            | WireError::RecordLayout { .. } => ErrorCode::MalformedFrame,
             WireError::ZeroLength
             | WireError::RecordTooShort { .. }
             | WireError::RecordTooLarge { .. }

@@ -1,5 +1,5 @@
 //! The frame codec spoken on consumer connections and inside the pipe's WebSocket messages: the frame
-//! layout, the eleven frame types and their payloads, start positions and error codes.
+//! layout, the frame types and their payloads, start positions and error codes.
 //!
 //! This module turns frames into bytes and bytes into frames, checking everything a single frame can be
 //! checked for (length limit, CRC, field layout, UTF-8, trailing bytes). It does not own the records a
@@ -10,6 +10,7 @@ mod crc;
 mod decode;
 mod encode;
 mod error;
+mod publish;
 
 use std::fmt;
 
@@ -21,6 +22,7 @@ use crate::topic::TopicUid;
 
 pub use encode::encode_batch_header;
 pub use error::{ErrorCode, ErrorFrame};
+pub use publish::{Publish, PublishAck};
 
 /// The frame header. All integers are little-endian.
 ///
@@ -80,11 +82,15 @@ pub enum FrameType {
     Position = 0x0C,
     /// Server to client: a topic's epoch history, before its first BATCH and whenever it changes.
     Epochs = 0x0D,
+    /// Client to server: new records for ROOT to store (the producer role).
+    Publish = 0x0E,
+    /// Server to client: the records of one PUBLISH are stored and durable.
+    PublishAck = 0x0F,
 }
 
 impl FrameType {
     /// Every frame type, in type-byte order.
-    pub const ALL: [FrameType; 13] = [
+    pub const ALL: [FrameType; 15] = [
         FrameType::Hello,
         FrameType::Welcome,
         FrameType::Batch,
@@ -98,6 +104,8 @@ impl FrameType {
         FrameType::Topic,
         FrameType::Position,
         FrameType::Epochs,
+        FrameType::Publish,
+        FrameType::PublishAck,
     ];
 
     /// The type byte.
@@ -126,6 +134,8 @@ impl FrameType {
             FrameType::Topic => "TOPIC",
             FrameType::Position => "POSITION",
             FrameType::Epochs => "EPOCHS",
+            FrameType::Publish => "PUBLISH",
+            FrameType::PublishAck => "PUBLISH_ACK",
         }
     }
 }
@@ -136,7 +146,7 @@ impl fmt::Display for FrameType {
     }
 }
 
-/// Who opens a connection: a consumer, or a child broker opening its pipe.
+/// Who opens a connection: a consumer, a child broker opening its pipe, or a producer publishing to ROOT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Role {
@@ -144,6 +154,8 @@ pub enum Role {
     Consumer = 0,
     /// A child broker's pipe (role byte 1).
     Pipe = 1,
+    /// A producer sending PUBLISH frames to ROOT's consumer port (role byte 2).
+    Producer = 2,
 }
 
 impl Role {
@@ -152,11 +164,21 @@ impl Role {
         self as u8
     }
 
+    /// The role's name in logs, metrics and connection lists: `consumer`, `pipe` or `producer`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Role::Consumer => "consumer",
+            Role::Pipe => "pipe",
+            Role::Producer => "producer",
+        }
+    }
+
     /// The role with this byte, if defined.
     pub fn from_u8(byte: u8) -> Option<Role> {
         match byte {
             0 => Some(Role::Consumer),
             1 => Some(Role::Pipe),
+            2 => Some(Role::Producer),
             _ => None,
         }
     }
@@ -234,24 +256,25 @@ pub struct TopicStart {
 pub struct Hello {
     /// The protocol version the client speaks ([`PROTOCOL_VERSION`]).
     pub version: u16,
-    /// Consumer or pipe child.
+    /// Consumer, pipe child or producer.
     pub role: Role,
-    /// The client's tree level for a pipe child, [`LEVEL_CONSUMER`] for a consumer.
+    /// The client's tree level for a pipe child, [`LEVEL_CONSUMER`] for a consumer or a producer.
     pub level: u8,
     /// Names the consumer or child node.
     pub client_id: String,
-    /// The consumer group; a pipe child's group is its node id.
+    /// The consumer group; a pipe child's group is its node id; a producer's is not used.
     pub group: String,
     /// Empty unless the server requires a token.
     pub token: String,
-    /// How many unacknowledged BATCH frames the client accepts; 0 leaves it to the server.
+    /// How many unacknowledged BATCH frames the client accepts (a producer: how many PUBLISH frames it
+    /// sends ahead of their PUBLISH_ACKs); 0 leaves it to the server.
     pub max_in_flight: u16,
     /// The most records the client wants in one BATCH; 0 leaves it to the server (which may lower it).
     pub batch_max_records: u32,
     /// The most record bytes the client wants in one BATCH (a single larger record still comes alone); 0
     /// leaves it to the server (which may lower it).
     pub batch_max_bytes: u32,
-    /// The topics wanted and where each starts.
+    /// The topics wanted and where each starts; none for a producer.
     pub topics: Vec<TopicStart>,
 }
 
@@ -419,6 +442,10 @@ pub enum Frame {
     Position(TopicPosition),
     /// EPOCHS (0x0D).
     Epochs(Epochs),
+    /// PUBLISH (0x0E).
+    Publish(Publish),
+    /// PUBLISH_ACK (0x0F).
+    PublishAck(PublishAck),
 }
 
 impl Frame {
@@ -427,16 +454,16 @@ impl Frame {
     /// Returns `Ok(None)` if `buf` holds less than a whole frame, and the frame with the number of bytes it
     /// took otherwise. The `len` field is checked against `max_len` (lowered to [`MAX_FRAME_LEN_LIMIT`])
     /// as soon as its four bytes are present, before waiting for the payload; then the CRC, then the type
-    /// byte, then the payload. A BATCH's records are copied out of `buf`; use [`Frame::decode_from`] to
-    /// avoid the copy.
+    /// byte, then the payload. The records of a BATCH or a PUBLISH are copied out of `buf`; use
+    /// [`Frame::decode_from`] to avoid the copy.
     pub fn decode(buf: &[u8], max_len: usize) -> Result<Option<(Frame, usize)>, WireError> {
         decode::decode(buf, max_len)
     }
 
     /// Decodes one frame from the start of `buf` and advances `buf` past it.
     ///
-    /// The checks are those of [`Frame::decode`]. A BATCH's records share `buf`'s allocation instead of
-    /// being copied. On `Ok(None)` and on every error `buf` is left as it was; every decode error is fatal
+    /// The checks are those of [`Frame::decode`]. The records of a BATCH or a PUBLISH share `buf`'s
+    /// allocation instead of being copied. On `Ok(None)` and on every error `buf` is left as it was; every decode error is fatal
     /// to the connection, so the caller reports it and closes rather than skipping ahead.
     pub fn decode_from(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, WireError> {
         decode::decode_from(buf, max_len)
@@ -497,6 +524,8 @@ impl Frame {
             Frame::Topic(_) => FrameType::Topic,
             Frame::Position(_) => FrameType::Position,
             Frame::Epochs(_) => FrameType::Epochs,
+            Frame::Publish(_) => FrameType::Publish,
+            Frame::PublishAck(_) => FrameType::PublishAck,
         }
     }
 

@@ -1,6 +1,7 @@
-//! The relay tree's bytes: the record layout shared by segment files, the pipe and consumers, and the frame
-//! codec spoken on consumer connections and inside the pipe's WebSocket messages. Behind the default `json`
-//! feature, also the JSON form of records that the HTTP APIs accept and return.
+//! The relay tree's bytes: the record layout shared by segment files, the pipe and consumers, the producer
+//! record layout ROOT accepts new records in, and the frame codec spoken on consumer and producer
+//! connections and inside the pipe's WebSocket messages. Behind the default `json` feature, also the JSON
+//! form of records that the HTTP APIs accept and return.
 //!
 //! Architecture invariant: this crate does no I/O and knows no async runtime. Decoders take byte slices and
 //! answer `Ok(None)` for "not enough bytes yet", so any transport can drive them.
@@ -12,6 +13,7 @@ pub mod frame;
 #[cfg(feature = "json")]
 pub mod json;
 pub mod level;
+pub mod producer;
 pub mod record;
 pub mod time;
 pub mod topic;
@@ -21,12 +23,13 @@ pub use epoch::{Epoch, EpochHistory, NO_EPOCH};
 pub use error::WireError;
 pub use frame::{
     Ack, Batch, DEFAULT_MAX_FRAME_LEN, Epochs, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, FrameType,
-    Hello, LEVEL_CONSUMER, MAX_FRAME_LEN_LIMIT, PROTOCOL_VERSION, Ping, Ready, Reset, Role, Seek,
-    StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome, encode_batch_header,
+    Hello, LEVEL_CONSUMER, MAX_FRAME_LEN_LIMIT, PROTOCOL_VERSION, Ping, Publish, PublishAck, Ready, Reset,
+    Role, Seek, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome, encode_batch_header,
 };
 #[cfg(feature = "json")]
 pub use json::{IngestBody, IngestRecord, OwnedRecord, RecordJson, ValueJson};
 pub use level::{Level, UnknownLevel};
+pub use producer::ProducerRecords;
 pub use record::{BatchSummary, NewRecord, RecordIter, RecordView, check_batch};
 pub use time::now_ms;
 pub use topic::{ALL_TOPICS, TopicUid, validate_topic_name};

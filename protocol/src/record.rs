@@ -335,6 +335,11 @@ pub fn encode_headers<'h>(
     Ok(out)
 }
 
+/// Checks that header bytes parse as `[name_len:2][name][value_len:2][value]` entries filling them exactly.
+pub(crate) fn check_headers(headers: &[u8]) -> Result<(), WireError> {
+    HeaderIter { rest: headers }.try_for_each(|entry| entry.map(|_| ()))
+}
+
 /// Iterates over a record's headers as `(name, value)` pairs. Malformed header bytes (which a record's CRC
 /// makes possible only if its producer wrote them so) end the iteration with an error item.
 #[derive(Debug, Clone)]

@@ -1,16 +1,16 @@
 //! The frame codec through its public interface: round trips, exact bytes, partial input, every kind of bad
-//! frame, the zero-copy decoder and the vectored BATCH header.
+//! frame, the zero-copy decoder and the vectored BATCH header, and the producer frames PUBLISH and
+//! PUBLISH_ACK.
 
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{encoded, raw_frame, sample_frames, sample_records};
-use protocol::WireError;
+use common::{encoded, raw_frame, sample_frames, sample_producer_records, sample_records};
 use protocol::frame::{
     Ack, Batch, DEFAULT_MAX_FRAME_LEN, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, FrameType, Hello,
-    MAX_FRAME_LEN_LIMIT, Ping, Role, StartPosition, TopicStart, encode_batch_header,
+    MAX_FRAME_LEN_LIMIT, Ping, Publish, PublishAck, Role, StartPosition, TopicStart, encode_batch_header,
 };
-use protocol::{NO_EPOCH, TopicUid, check_batch};
+use protocol::{NO_EPOCH, NewRecord, ProducerRecords, TopicUid, WireError, check_batch};
 
 fn decode_whole(bytes: &[u8]) -> Result<Frame, WireError> {
     match Frame::decode(bytes, DEFAULT_MAX_FRAME_LEN)? {
@@ -213,7 +213,8 @@ fn configured_maximum_is_capped_at_the_protocol_limit() {
 
 #[test]
 fn unknown_frame_type_is_refused() {
-    for frame_type in [0x00, 0x7f, 0xff] {
+    // 0x10 is past the last type.
+    for frame_type in [0x00, 0x10, 0x7f, 0xff] {
         let bytes = raw_frame(frame_type, b"");
         let error = Frame::decode(&bytes, DEFAULT_MAX_FRAME_LEN).unwrap_err();
         assert_eq!(error, WireError::UnknownFrameType { frame_type });
@@ -310,8 +311,13 @@ fn start_positions_are_checked() {
 fn unknown_role_is_refused() {
     let mut bytes = encoded(&sample_frames()[0]);
     let mut payload = bytes.split_off(FRAME_HEADER_LEN);
+    payload[2] = 3;
+    assert_eq!(refused(FrameType::Hello, &payload), WireError::UnknownRole { role: 3 });
     payload[2] = 2;
-    assert_eq!(refused(FrameType::Hello, &payload), WireError::UnknownRole { role: 2 });
+    let Frame::Hello(hello) = decode_whole(&raw_frame(FrameType::Hello.as_u8(), &payload)).unwrap() else {
+        panic!("HELLO decoded as another frame");
+    };
+    assert_eq!(hello.role, Role::Producer);
 }
 
 #[test]
@@ -503,4 +509,117 @@ fn an_epoch_history_out_of_order_is_malformed() {
     let error = Frame::decode(&raw_frame(0x0D, &payload), DEFAULT_MAX_FRAME_LEN).unwrap_err();
     assert!(matches!(&error, WireError::Malformed { frame: "EPOCHS", .. }), "{error}");
     assert_eq!(error.error_code(), ErrorCode::MalformedFrame);
+}
+
+#[test]
+fn publish_golden_bytes() {
+    let records = ProducerRecords::encode(&[NewRecord::new(b"k", b"v")]).unwrap();
+    let publish = Frame::Publish(Publish { topic: "t".to_string(), sequence: 5, records });
+    #[rustfmt::skip]
+    let expected: Vec<u8> = vec![
+        26, 0, 0, 0,                    // len
+        0x0E,                           // type PUBLISH
+        0x28, 0xaa, 0x07, 0xb2,         // crc
+        1, 0, b't',                     // topic
+        5, 0, 0, 0, 0, 0, 0, 0,         // sequence
+        1, 0, 0, 0,                     // n
+        7, 0, 0, 0,                     // record: len
+        0,                              //   attrs
+        1, 0,                           //   key_len
+        0, 0,                           //   headers_len
+        b'k',                           //   key
+        b'v',                           //   value
+    ];
+    assert_eq!(encoded(&publish), expected);
+    assert_eq!(decode_whole(&expected).unwrap(), publish);
+}
+
+#[test]
+fn publish_ack_golden_bytes() {
+    let ack = Frame::PublishAck(PublishAck {
+        topic: "t".to_string(),
+        sequence: 5,
+        first_offset: 7,
+        last_offset: 9,
+    });
+    #[rustfmt::skip]
+    let expected: Vec<u8> = vec![
+        27, 0, 0, 0,                    // len
+        0x0F,                           // type PUBLISH_ACK
+        0x85, 0xd7, 0x66, 0x45,         // crc
+        1, 0, b't',                     // topic
+        5, 0, 0, 0, 0, 0, 0, 0,         // sequence
+        7, 0, 0, 0, 0, 0, 0, 0,         // first_offset
+        9, 0, 0, 0, 0, 0, 0, 0,         // last_offset
+    ];
+    assert_eq!(encoded(&ack), expected);
+    assert_eq!(decode_whole(&expected).unwrap(), ack);
+}
+
+/// A PUBLISH payload for topic `t`, sequence 1, with the given `n` and record bytes.
+fn publish_payload(n: u32, records: &[u8]) -> Vec<u8> {
+    let mut payload = vec![1, 0, b't'];
+    payload.extend_from_slice(&1u64.to_le_bytes());
+    payload.extend_from_slice(&n.to_le_bytes());
+    payload.extend_from_slice(records);
+    payload
+}
+
+#[test]
+fn publish_records_are_proven_by_the_decoder() {
+    let one = ProducerRecords::encode(&[NewRecord::new(b"k", b"v")]).unwrap().as_bytes().to_vec();
+    let error = refused(FrameType::Publish, &publish_payload(0, b""));
+    assert_eq!(error.to_string(), "PUBLISH is malformed: n is 0; a PUBLISH carries at least one record");
+    let error = refused(FrameType::Publish, &publish_payload(2, &one));
+    assert_eq!(error.to_string(), "PUBLISH is malformed: n is 2 but the payload holds 1 records");
+    // Every cut inside the only record: the frame is whole, so its record is not.
+    for cut in 1..one.len() {
+        let error = refused(FrameType::Publish, &publish_payload(1, &one[..cut]));
+        assert!(matches!(error, WireError::ProducerRecord { index: 0, .. }), "cut at {cut}: {error}");
+    }
+    let mut two = one.clone();
+    two.extend_from_slice(&one);
+    two[one.len() + 4] = 0x08;
+    let error = refused(FrameType::Publish, &publish_payload(2, &two));
+    assert_eq!(error.to_string(), "record 1: record attributes 0x08 use reserved bits");
+    let mut overrun = one.clone();
+    overrun[7] = 3;
+    let error = refused(FrameType::Publish, &publish_payload(1, &overrun));
+    assert!(error.to_string().starts_with("record 0: key_len 1 and headers_len 3 run past"), "{error}");
+    assert_eq!(ErrorFrame::from_wire_error(&error).code, ErrorCode::MalformedFrame);
+    assert!(ErrorFrame::from_wire_error(&error).fatal);
+}
+
+#[test]
+fn publish_ack_offsets_are_checked() {
+    let mut payload = vec![1, 0, b't'];
+    for value in [5u64, 9, 7] {
+        payload.extend_from_slice(&value.to_le_bytes());
+    }
+    let error = refused(FrameType::PublishAck, &payload);
+    assert_eq!(error.to_string(), "PUBLISH_ACK is malformed: first_offset 9 is greater than last_offset 7");
+    let ack = PublishAck { topic: "t".to_string(), sequence: 5, first_offset: 9, last_offset: 7 };
+    let mut dst = vec![0xAA];
+    assert!(Frame::PublishAck(ack).encode(&mut dst).is_err());
+    let empty = Publish {
+        topic: "t".to_string(),
+        sequence: 1,
+        records: ProducerRecords::check(Bytes::new()).unwrap(),
+    };
+    assert!(Frame::Publish(empty).encode(&mut dst).is_err());
+    assert_eq!(dst, [0xAA], "a refused frame leaves the buffer alone");
+}
+
+#[test]
+fn decode_from_shares_the_publish_records() {
+    let frame = sample_frames().into_iter().find(|frame| frame.frame_type() == FrameType::Publish).unwrap();
+    let mut buf = BytesMut::from(&encoded(&frame)[..]);
+    let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+    let Some(Frame::Publish(publish)) = Frame::decode_from(&mut buf, DEFAULT_MAX_FRAME_LEN).unwrap() else {
+        panic!("the sample did not decode as a PUBLISH");
+    };
+    assert!(range.contains(&(publish.records.as_bytes().as_ptr() as usize)), "records were copied");
+    assert_eq!(publish.records, sample_producer_records());
+    let keys: Vec<&[u8]> = publish.records.iter().map(|record| record.key).collect();
+    assert_eq!(keys, [&b"AAPL"[..], b"MSFT", b""]);
 }

@@ -1,6 +1,6 @@
 //! Request extractors whose every failure is an [`ApiError`], so that none of axum's plain-text rejections
-//! reaches a client: [`ApiJson`] for bodies, [`ApiQuery`] for query strings, [`ApiPath`] for path
-//! parameters.
+//! reaches a client: [`ApiJson`] for JSON bodies, [`ApiBytes`] for raw ones, [`ApiQuery`] for query
+//! strings, [`ApiPath`] for path parameters.
 //!
 //! This module owns how a request's body, query string and path are read and what a malformed one is
 //! answered. It does not know what the handlers do with them, nor the body limit (each router sets it with
@@ -44,6 +44,24 @@ where
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
         deserializer.end().map_err(|error| ApiError::bad_json(error.to_string()))?;
         Ok(ApiJson(value))
+    }
+}
+
+/// A raw body, for endpoints that take binary data.
+///
+/// Failures: 413 `body_too_large` over the router's body limit, 400 `bad_body` for a body that cannot be
+/// read. What the bytes must hold is the handler's business.
+#[derive(Debug, Clone, Default)]
+pub struct ApiBytes(pub Bytes);
+
+impl<S> FromRequest<S> for ApiBytes
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(request, state).await.map(ApiBytes).map_err(body_rejection)
     }
 }
 
@@ -147,6 +165,7 @@ mod tests {
                 get(|ApiQuery(query): ApiQuery<HashMap<String, u64>>| async move { format!("{query:?}") }),
             )
             .route("/path/{n}", get(|ApiPath(n): ApiPath<u64>| async move { n.to_string() }))
+            .route("/bytes", post(|ApiBytes(bytes): ApiBytes| async move { bytes.len().to_string() }))
             .layer(DefaultBodyLimit::max(64))
     }
 
@@ -182,6 +201,13 @@ mod tests {
         assert!(answer.contains("key: invalid type"), "{answer}");
         let (status, answer) =
             call("POST", "/required", &format!(r#"{{"key": "{}"}}"#, "x".repeat(100))).await;
+        assert_eq!((status, code(&answer)), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large".to_string()));
+    }
+
+    #[tokio::test]
+    async fn raw_bodies_are_bytes_within_the_limit() {
+        assert_eq!(call("POST", "/bytes", "\u{0}\u{1}binary").await, (StatusCode::OK, "8".to_string()));
+        let (status, answer) = call("POST", "/bytes", &"x".repeat(100)).await;
         assert_eq!((status, code(&answer)), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large".to_string()));
     }
 

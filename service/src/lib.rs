@@ -2,8 +2,8 @@
 //! same way at its edges: how it logs, what stops it, how it serves HTTP within its connection limits and
 //! timeouts (`http_server`), how its accept loops wait out a lack of file descriptors (`accept`), how it
 //! raises its open-files limit (`open_files`), how a container checks it, how its HTTP errors and
-//! malformed requests are answered ([`ApiError`], [`ApiJson`], [`ApiQuery`], [`ApiPath`]), how its sizes
-//! and durations are written (`units`), and how a bad command line is refused (`cli`).
+//! malformed requests are answered ([`ApiError`], [`ApiJson`], [`ApiBytes`], [`ApiQuery`], [`ApiPath`]),
+//! how its sizes and durations are written (`units`), and how a bad command line is refused (`cli`).
 //!
 //! Architecture invariant: nothing here knows what a broker, a registry or a consumer is.
 
@@ -17,7 +17,7 @@ pub mod open_files;
 pub mod units;
 
 pub use api_error::ApiError;
-pub use extract::{ApiJson, ApiPath, ApiQuery};
+pub use extract::{ApiBytes, ApiJson, ApiPath, ApiQuery};
 pub use http_server::{HttpLimits, serve_http};
 pub use open_files::raise_open_files_limit;
 

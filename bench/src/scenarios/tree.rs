@@ -59,8 +59,8 @@ pub async fn run(args: &TreeArgs, run: &Run, report: &mut Report) -> Result<()> 
         args.producer.unwrap_or(if args.rate.is_some() { ProducerKind::Http } else { ProducerKind::Inject });
     let batch = args.batch.unwrap_or(match (producer, args.rate) {
         (ProducerKind::Inject, _) => 10_000,
-        (ProducerKind::Http, Some(_)) => 1,
-        (ProducerKind::Http, None) => 100,
+        (ProducerKind::Http | ProducerKind::Tcp, Some(_)) => 1,
+        (ProducerKind::Http | ProducerKind::Tcp, None) => 100,
     });
     let producers = args.producers.unwrap_or(if args.rate.is_some() { 64 } else { 4 });
     report.parameters = serde_json::json!({
@@ -69,7 +69,7 @@ pub async fn run(args: &TreeArgs, run: &Run, report: &mut Report) -> Result<()> 
         "registry": args.registry, "flush": run.common.flush.as_flag(), "broker_args": run.common.broker_args,
     });
     if producer == ProducerKind::Inject && args.rate.is_some() {
-        bail!("--rate needs --producer http (injected records carry no publish time)");
+        bail!("--rate needs --producer http or tcp (injected records carry no publish time)");
     }
     let api = &run.api;
     let clock = Clock::new();
@@ -155,6 +155,7 @@ pub async fn run(args: &TreeArgs, run: &Run, report: &mut Report) -> Result<()> 
     let producing = {
         let (api, destination, produced) = (api.clone(), destination.clone(), Arc::clone(&produced));
         let (count, rate) = (args.count, args.rate);
+        let root_tcp = root.consumer_addr.clone();
         tokio::spawn(async move {
             let plan = Plan { total: count, batch, concurrency: producers, deadline: publish_deadline };
             match (producer, rate) {
@@ -164,6 +165,12 @@ pub async fn run(args: &TreeArgs, run: &Run, report: &mut Report) -> Result<()> 
                 }
                 (ProducerKind::Http, Some(rate)) => {
                     load::publish_open(&api, &destination, plan, rate, clock, produced).await
+                }
+                (ProducerKind::Tcp, None) => {
+                    load::publish_tcp_closed(&root_tcp, &destination, plan, clock, produced).await
+                }
+                (ProducerKind::Tcp, Some(rate)) => {
+                    load::publish_tcp_open(&root_tcp, &destination, plan, rate, clock, produced).await
                 }
             }
         })

@@ -1,19 +1,27 @@
-//! Ingest at ROOT: `POST /api/v1/topics/{topic}/messages` takes one record or an array, appends them (the
-//! first publish creates the topic with a new uid) and answers with the assigned offsets once they are
+//! Ingest at ROOT: `POST /api/v1/topics/{topic}/messages` takes one record or an array as JSON, or, with
+//! `Content-Type: application/octet-stream`, records in the producer layout laid end to end (the bytes a
+//! PUBLISH frame carries, see `protocol::producer`). Both are appended through `crate::publish` (the
+//! first publish creates the topic with a new uid) and answered with the assigned offsets once they are
 //! durable. Any other level refuses with 409: data enters the tree at ROOT only.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use protocol::{IngestBody, NewRecord, OwnedRecord, TopicUid};
+use protocol::{IngestBody, OwnedRecord, ProducerRecords};
 use serde::Serialize;
-use service::{ApiJson, ApiPath};
+use service::{ApiBytes, ApiJson, ApiPath};
 use storage::Log;
 
 use super::{AppState, checked_topic};
 use crate::error::{ApiError, storage_api_error};
 use crate::node::Node;
+use crate::publish::{NewRecords, Stored, store, topic_log};
+
+/// The content type of a body of raw producer records.
+const OCTET_STREAM: &str = "application/octet-stream";
 
 /// The answer to a publish.
 #[derive(Debug, Clone, Serialize)]
@@ -32,30 +40,44 @@ pub struct Appended {
     pub timestamp_ms: u64,
 }
 
-/// `POST /api/v1/topics/{topic}/messages`.
+/// `POST /api/v1/topics/{topic}/messages`: JSON, or raw producer records when the content type is
+/// `application/octet-stream`.
 pub async fn publish(
     State(node): State<AppState>,
     ApiPath(topic): ApiPath<String>,
-    ApiJson(body): ApiJson<IngestBody>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     refuse_unless_root(&node)?;
     checked_topic(&topic)?;
-    let records = body
-        .into_records()
-        .into_iter()
-        .enumerate()
-        .map(|(index, record)| {
-            record
-                .into_owned_record()
-                .map_err(|error| ApiError::bad_request("bad_record", format!("record {index}: {error}")))
-        })
-        .collect::<Result<Vec<OwnedRecord>, ApiError>>()?;
-    if records.is_empty() {
-        return Err(ApiError::bad_request("no_records", "the body holds no records"));
-    }
-    let log = topic_for_publish(&node, &topic)?;
-    let appended = append_durably(&node, log, records).await?;
+    let appended = if is_octet_stream(request.headers()) {
+        let ApiBytes(body) = ApiBytes::from_request(request, &()).await?;
+        let records = ProducerRecords::check(body)
+            .map_err(|error| ApiError::bad_request("bad_record", error.to_string()))?;
+        append_durably(&node, topic, records).await?
+    } else {
+        let ApiJson(body) = ApiJson::<IngestBody>::from_request(request, &()).await?;
+        let records = body
+            .into_records()
+            .into_iter()
+            .enumerate()
+            .map(|(index, record)| {
+                record
+                    .into_owned_record()
+                    .map_err(|error| ApiError::bad_request("bad_record", format!("record {index}: {error}")))
+            })
+            .collect::<Result<Vec<OwnedRecord>, ApiError>>()?;
+        append_durably(&node, topic, records).await?
+    };
     Ok(axum::Json(appended).into_response())
+}
+
+/// Whether the body is raw producer records: the content type's essence, whatever its parameters.
+fn is_octet_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(OCTET_STREAM))
 }
 
 /// Refuses ingest on a node that is not ROOT.
@@ -74,33 +96,21 @@ pub fn refuse_unless_root(node: &Node) -> Result<(), ApiError> {
 
 /// The topic's log, created with a new random uid by the first publish.
 pub fn topic_for_publish(node: &Node, topic: &str) -> Result<Arc<Log>, ApiError> {
-    if let Some(log) = node.store.topic(topic) {
-        return Ok(log);
-    }
-    let uid = TopicUid(uuid::Uuid::new_v4().as_u128());
-    let log = node.store.get_or_create_topic(topic, uid).map_err(storage_api_error)?;
-    if log.uid() == uid {
-        tracing::info!(%topic, %uid, "created topic");
-    }
-    Ok(log)
+    topic_log(node, topic).map_err(storage_api_error)
 }
 
 /// Appends records and returns once they are durable: storage applies the flush policy before it returns
-/// (concurrent requests share a flush); only the unsafe benchmark mode answers without one.
-pub async fn append_durably(
-    node: &Node,
-    log: Arc<Log>,
-    records: Vec<OwnedRecord>,
+/// (concurrent requests share a flush); only the unsafe benchmark mode answers without one. A body without
+/// records is refused.
+async fn append_durably(
+    node: &Arc<Node>,
+    topic: String,
+    records: impl NewRecords,
 ) -> Result<Appended, ApiError> {
-    let n_bytes: u64 = records.iter().map(|record| record.as_new_record().encoded_len() as u64).sum();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let new_records: Vec<NewRecord<'_>> = records.iter().map(OwnedRecord::as_new_record).collect();
-        let outcome = log.append(&new_records)?;
-        Ok::<_, storage::Error>((outcome, log))
-    })
-    .await?;
-    let (outcome, log) = outcome.map_err(storage_api_error)?;
-    node.metrics.stored(log.name(), outcome.n_appended, n_bytes);
+    if records.n_records() == 0 {
+        return Err(ApiError::bad_request("no_records", "the body holds no records"));
+    }
+    let Stored { log, outcome } = store(node, topic, records).await?;
     Ok(Appended {
         topic: log.name().to_string(),
         uid: log.uid().to_string(),

@@ -1,5 +1,6 @@
 //! The opening of a session: the first frame must be a valid HELLO; the session then claims its topics in
 //! the group, resolves where each starts, and answers WELCOME (followed by any RESET or non-fatal ERROR).
+//! Receiving the HELLO and checking its version and token are shared with the producer session.
 //!
 //! A named topic that does not exist yet is not an error: the session waits for it and announces it with
 //! TOPIC when it is created, which suits consumers that start before the first publish.
@@ -13,35 +14,63 @@ use protocol::frame::{
 };
 use protocol::{ALL_TOPICS, NO_EPOCH, TopicUid, validate_topic_name};
 
+use protocol::WireError;
+use tokio::sync::mpsc;
+
 use super::{End, Outbound, Peer, SILENT_INTERVALS, Session};
 use crate::config::Level;
 use crate::cursor::{Begin, Cursor, resolve_start};
+use crate::node::Node;
 
 /// The longest client id or group name accepted.
-const MAX_NAME_LEN: usize = 200;
+pub(crate) const MAX_NAME_LEN: usize = 200;
+
+/// Waits for the first frame, which must be HELLO: within three heartbeat intervals, and unless the broker
+/// is stopping.
+pub(super) async fn receive_hello(
+    node: &Node,
+    inbound: &mut mpsc::Receiver<Result<Frame, WireError>>,
+) -> Result<Hello, End> {
+    let wait = node.config.heartbeat * SILENT_INTERVALS;
+    let first = tokio::select! {
+        () = node.shutdown.wait() => {
+            return Err(End::fatal(ErrorCode::ShuttingDown, "the broker is shutting down; reconnect later"));
+        }
+        first = tokio::time::timeout(wait, inbound.recv()) => first,
+    };
+    match first {
+        Err(_elapsed) => Err(End::Silent),
+        Ok(None) => Err(End::Closed),
+        Ok(Some(Err(error))) => Err(End::Fatal(ErrorFrame::from_wire_error(&error))),
+        Ok(Some(Ok(Frame::Hello(hello)))) => Ok(hello),
+        Ok(Some(Ok(other))) => Err(End::fatal(
+            ErrorCode::ProtocolViolation,
+            format!("the first frame must be HELLO, not {}", other.name()),
+        )),
+    }
+}
+
+/// Refuses a HELLO of another protocol version, or without the token this broker requires.
+pub(crate) fn check_credentials(node: &Node, hello: &Hello) -> Result<(), End> {
+    if hello.version != PROTOCOL_VERSION {
+        return Err(End::fatal(
+            ErrorCode::BadRequest,
+            format!(
+                "protocol version {} is not supported; this broker speaks {PROTOCOL_VERSION}",
+                hello.version
+            ),
+        ));
+    }
+    let token = &node.config.token;
+    if !token.is_empty() && !constant_time_eq(hello.token.as_bytes(), token.as_bytes()) {
+        return Err(End::fatal(ErrorCode::Unauthorized, "missing or wrong token"));
+    }
+    Ok(())
+}
 
 impl Session {
-    /// Waits for HELLO, checks it, sets up the cursors and sends WELCOME.
-    pub(super) async fn handshake(&mut self, peer: Peer) -> Result<(), End> {
-        let wait = self.node.config.heartbeat * SILENT_INTERVALS;
-        let first = tokio::select! {
-            () = self.node.shutdown.wait() => {
-                return Err(End::fatal(ErrorCode::ShuttingDown, "the broker is shutting down; reconnect later"));
-            }
-            first = tokio::time::timeout(wait, self.inbound.recv()) => first,
-        };
-        let hello = match first {
-            Err(_elapsed) => return Err(End::Silent),
-            Ok(None) => return Err(End::Closed),
-            Ok(Some(Err(error))) => return Err(End::Fatal(ErrorFrame::from_wire_error(&error))),
-            Ok(Some(Ok(Frame::Hello(hello)))) => hello,
-            Ok(Some(Ok(other))) => {
-                return Err(End::fatal(
-                    ErrorCode::ProtocolViolation,
-                    format!("the first frame must be HELLO, not {}", other.name()),
-                ));
-            }
-        };
+    /// Checks the HELLO received, sets up the cursors and sends WELCOME.
+    pub(super) async fn handshake(&mut self, hello: Hello, peer: Peer) -> Result<(), End> {
         self.last_received = tokio::time::Instant::now();
         self.check_hello(&hello, peer)?;
         self.role = peer.role;
@@ -53,7 +82,7 @@ impl Session {
         }
         let config = &self.node.config;
         let max_records = match peer.role {
-            Role::Consumer => config.batch_max_records,
+            Role::Consumer | Role::Producer => config.batch_max_records,
             Role::Pipe => config.pipe_batch_max_records,
         };
         self.batch_max_records = lower(max_records, hello.batch_max_records);
@@ -116,22 +145,15 @@ impl Session {
     /// Refuses a HELLO this broker cannot honour.
     fn check_hello(&self, hello: &Hello, peer: Peer) -> Result<(), End> {
         let bad = |message: String| Err(End::fatal(ErrorCode::BadRequest, message));
-        if hello.version != PROTOCOL_VERSION {
-            return bad(format!(
-                "protocol version {} is not supported; this broker speaks {PROTOCOL_VERSION}",
-                hello.version
-            ));
-        }
-        let token = &self.node.config.token;
-        if !token.is_empty() && !constant_time_eq(hello.token.as_bytes(), token.as_bytes()) {
-            return Err(End::fatal(ErrorCode::Unauthorized, "missing or wrong token"));
-        }
+        check_credentials(&self.node, hello)?;
         if hello.role != peer.role {
             return bad(match peer.role {
-                Role::Consumer => {
+                Role::Consumer | Role::Producer => {
                     "pipe children connect through GET /api/v1/pipe, not the consumer port".to_string()
                 }
-                Role::Pipe => "consumers connect to the consumer port, not the pipe".to_string(),
+                Role::Pipe => {
+                    "consumers and producers connect to the consumer port, not the pipe".to_string()
+                }
             });
         }
         match hello.role {

@@ -1,5 +1,6 @@
 //! Bytes to frames: the header checks (length limit, completeness, CRC, type) and one payload parser per
-//! frame type. Knows nothing of encoding, and nothing of the records inside a BATCH beyond where they are.
+//! frame type. Knows nothing of encoding, and nothing of the records inside a BATCH beyond where they are;
+//! the producer records inside a PUBLISH are proven by [`crate::producer`]'s one check.
 
 use std::ops::Range;
 
@@ -8,11 +9,12 @@ use bytes::{Bytes, BytesMut};
 use super::crc::payload_crc;
 use super::{
     Ack, Batch, Epochs, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, FrameType, Hello,
-    MAX_FRAME_LEN_LIMIT, Ping, Ready, Reset, Role, START_POSITION_LEN, Seek, StartPosition, TopicAnnounce,
-    TopicPosition, TopicStart, Welcome,
+    MAX_FRAME_LEN_LIMIT, Ping, Publish, PublishAck, Ready, Reset, Role, START_POSITION_LEN, Seek,
+    StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
 };
 use crate::epoch::{Epoch, EpochHistory};
 use crate::error::WireError;
+use crate::producer::{ProducerRecords, count_records};
 use crate::topic::TopicUid;
 
 /// The smallest encoding of one HELLO topic entry (an empty name), used to bound preallocation.
@@ -45,8 +47,15 @@ pub(super) fn decode_from(buf: &mut BytesMut, max_len: usize) -> Result<Option<F
         Bytes::new()
     })?;
     let frame_bytes = buf.split_to(total).freeze();
-    if let (Frame::Batch(batch), Some(range)) = (&mut frame, records_range) {
-        batch.records = frame_bytes.slice(FRAME_HEADER_LEN + range.start..FRAME_HEADER_LEN + range.end);
+    if let Some(range) = records_range {
+        let records = frame_bytes.slice(FRAME_HEADER_LEN + range.start..FRAME_HEADER_LEN + range.end);
+        match &mut frame {
+            Frame::Batch(batch) => batch.records = records,
+            Frame::Publish(publish) => {
+                publish.records = ProducerRecords::trusted(records, publish.records.len() as u32);
+            }
+            _ => {}
+        }
     }
     Ok(Some(frame))
 }
@@ -77,8 +86,8 @@ fn check_frame(buf: &[u8], max_len: usize) -> Result<Option<(FrameType, usize)>,
     Ok(Some((frame_type, total)))
 }
 
-/// Parses a checked payload. `records` turns the range of a BATCH's records within `payload` into the
-/// `Bytes` the frame holds, so each caller chooses between copying and sharing.
+/// Parses a checked payload. `records` turns the range of the records of a BATCH or a PUBLISH within
+/// `payload` into the `Bytes` the frame holds, so each caller chooses between copying and sharing.
 fn decode_payload(
     frame_type: FrameType,
     payload: &[u8],
@@ -115,6 +124,8 @@ fn decode_payload(
         }),
         FrameType::Position => Frame::Position(read_topic_position(&mut reader)?),
         FrameType::Epochs => Frame::Epochs(read_epochs(&mut reader)?),
+        FrameType::Publish => Frame::Publish(read_publish(&mut reader, records)?),
+        FrameType::PublishAck => Frame::PublishAck(read_publish_ack(&mut reader)?),
     };
     reader.finish()?;
     Ok(frame)
@@ -214,6 +225,41 @@ fn read_batch(
         return Err(WireError::Malformed { frame: "BATCH", reason: "it carries no records".to_string() });
     }
     Ok(Batch { topic, first_offset, last_offset, end_offset, records: records(range) })
+}
+
+/// PUBLISH: the records are proven here, where they lie, before the frame exists. The `Bytes` the frame
+/// gets from `records` may be empty until the caller slices the real ones in; the count travels with it.
+fn read_publish(
+    reader: &mut Reader<'_>,
+    records: impl FnOnce(Range<usize>) -> Bytes,
+) -> Result<Publish, WireError> {
+    let topic = reader.str16("topic")?;
+    let sequence = reader.u64("sequence")?;
+    let n = reader.u32("n")?;
+    let range = reader.rest();
+    let malformed = |reason: String| WireError::Malformed { frame: "PUBLISH", reason };
+    if n == 0 {
+        return Err(malformed("n is 0; a PUBLISH carries at least one record".to_string()));
+    }
+    let found = count_records(&reader.buf[range.clone()])?;
+    if found != n {
+        return Err(malformed(format!("n is {n} but the payload holds {found} records")));
+    }
+    Ok(Publish { topic, sequence, records: ProducerRecords::trusted(records(range), n) })
+}
+
+fn read_publish_ack(reader: &mut Reader<'_>) -> Result<PublishAck, WireError> {
+    let topic = reader.str16("topic")?;
+    let sequence = reader.u64("sequence")?;
+    let first_offset = reader.u64("first_offset")?;
+    let last_offset = reader.u64("last_offset")?;
+    if first_offset > last_offset {
+        return Err(WireError::Malformed {
+            frame: "PUBLISH_ACK",
+            reason: format!("first_offset {first_offset} is greater than last_offset {last_offset}"),
+        });
+    }
+    Ok(PublishAck { topic, sequence, first_offset, last_offset })
 }
 
 fn read_ping(reader: &mut Reader<'_>) -> Result<Ping, WireError> {

@@ -1,6 +1,6 @@
 //! Frames to bytes. Every encoder appends to a caller's `Vec<u8>` and, on failure, leaves it as it was.
-//! The encoder refuses what its decoder would refuse (an over-long string, a BATCH without records), so a
-//! frame that leaves this side always decodes on the other.
+//! The encoder refuses what its decoder would refuse (an over-long string, a BATCH or PUBLISH without
+//! records, offsets out of order), so a frame that leaves this side always decodes on the other.
 
 use super::crc::{frame_crc, payload_crc};
 use super::{FRAME_HEADER_LEN, Frame, FrameType, MAX_FRAME_LEN_LIMIT, MAX_STR16_LEN, StartPosition};
@@ -138,6 +138,26 @@ fn encode_at(frame: &Frame, start: usize, dst: &mut Vec<u8>) -> Result<(), WireE
                 writer.u64(entry.start_offset);
             }
         }
+        Frame::Publish(publish) => {
+            // The records were proven when they were built, so only their number can be wrong.
+            let n = u32::try_from(publish.records.len()).ok().filter(|n| *n > 0).ok_or_else(|| {
+                WireError::Malformed {
+                    frame: writer.frame,
+                    reason: format!("it carries {} records; at least one is needed", publish.records.len()),
+                }
+            })?;
+            writer.str16("topic", &publish.topic)?;
+            writer.u64(publish.sequence);
+            writer.u32(n);
+            writer.dst.extend_from_slice(publish.records.as_bytes());
+        }
+        Frame::PublishAck(ack) => {
+            check_offsets(writer.frame, ack.first_offset, ack.last_offset)?;
+            writer.str16("topic", &ack.topic)?;
+            writer.u64(ack.sequence);
+            writer.u64(ack.first_offset);
+            writer.u64(ack.last_offset);
+        }
         Frame::Batch(batch) => {
             check_batch_fields(batch.first_offset, batch.last_offset, &batch.records)?;
             writer.str16("topic", &batch.topic)?;
@@ -167,14 +187,20 @@ fn put_header(dst: &mut [u8], start: usize, payload_len: usize, frame_type: Fram
 /// Refuses the BATCH fields the decoder would refuse.
 fn check_batch_fields(first_offset: u64, last_offset: u64, records: &[u8]) -> Result<(), WireError> {
     let frame = FrameType::Batch.name();
+    check_offsets(frame, first_offset, last_offset)?;
+    if records.is_empty() {
+        return Err(WireError::Malformed { frame, reason: "it carries no records".to_string() });
+    }
+    Ok(())
+}
+
+/// Refuses a first offset above the last, which the decoders of BATCH and PUBLISH_ACK refuse.
+fn check_offsets(frame: &'static str, first_offset: u64, last_offset: u64) -> Result<(), WireError> {
     if first_offset > last_offset {
         return Err(WireError::Malformed {
             frame,
             reason: format!("first_offset {first_offset} is greater than last_offset {last_offset}"),
         });
-    }
-    if records.is_empty() {
-        return Err(WireError::Malformed { frame, reason: "it carries no records".to_string() });
     }
     Ok(())
 }

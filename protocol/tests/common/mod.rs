@@ -6,9 +6,11 @@
 use bytes::Bytes;
 use protocol::frame::{
     Ack, Batch, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, Hello, LEVEL_CONSUMER, PROTOCOL_VERSION,
-    Ping, Ready, Reset, Role, Seek, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
+    Ping, Publish, PublishAck, Ready, Reset, Role, Seek, StartPosition, TopicAnnounce, TopicPosition,
+    TopicStart, Welcome,
 };
-use protocol::{Epoch, EpochHistory, Epochs, NO_EPOCH, NewRecord, TopicUid};
+use protocol::record::encode_headers;
+use protocol::{Epoch, EpochHistory, Epochs, NO_EPOCH, NewRecord, ProducerRecords, TopicUid};
 
 /// Three records with offsets 40, 41 and 42.
 pub fn sample_records() -> Vec<u8> {
@@ -21,6 +23,17 @@ pub fn sample_records() -> Vec<u8> {
         );
     }
     records
+}
+
+/// Three records in the producer layout: one with a header, one tombstone, one with an empty key.
+pub fn sample_producer_records() -> ProducerRecords {
+    let headers = encode_headers([("source", &b"till-7"[..])]).unwrap();
+    ProducerRecords::encode(&[
+        NewRecord { key: b"AAPL", headers: &headers, value: b"{\"price\":1}", attributes: 0 },
+        NewRecord { key: b"MSFT", headers: &[], value: b"", attributes: protocol::record::ATTR_TOMBSTONE },
+        NewRecord::new(b"", b"no key"),
+    ])
+    .unwrap()
 }
 
 /// One frame of every type, with non-trivial values in every field.
@@ -102,6 +115,17 @@ pub fn sample_frames() -> Vec<Frame> {
                 Epoch { epoch: 2, start_offset: 1_500 },
             ])
             .unwrap(),
+        }),
+        Frame::Publish(Publish {
+            topic: "prices".to_string(),
+            sequence: 0x0102_0304_0506_0708,
+            records: sample_producer_records(),
+        }),
+        Frame::PublishAck(PublishAck {
+            topic: "prices".to_string(),
+            sequence: 0x0102_0304_0506_0708,
+            first_offset: 2_000,
+            last_offset: 2_002,
         }),
     ]
 }
