@@ -131,6 +131,11 @@ pub struct Config {
     #[arg(long, env = "BROKER_MAX_IN_FLIGHT", default_value_t = 8)]
     pub max_in_flight: u16,
 
+    /// Most unacknowledged BATCH frames per child broker. A child acknowledges what is durable, after a
+    /// flush at most every `--flush-interval`, so its window covers what arrives meanwhile.
+    #[arg(long, env = "BROKER_PIPE_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub pipe_max_in_flight: u16,
+
     /// Most PUBLISH frames a producer may have in flight at ROOT, taken from its connection ahead of their
     /// acknowledgements (a producer may ask for fewer; frames beyond it, or beyond 32 MiB of records, wait
     /// in the socket). The frames taken while an append flushes share the next flush.
@@ -161,7 +166,8 @@ pub struct Config {
     #[arg(long, env = "BROKER_FLUSH", value_enum, default_value = "always")]
     pub flush: FlushMode,
 
-    /// Flush period for `--flush interval`.
+    /// Flush period for `--flush interval`; below ROOT also the least time between two background flushes of
+    /// the copy (records are relayed before they are flushed; the ACK to the parent waits for the flush).
     #[arg(long, env = "BROKER_FLUSH_INTERVAL", default_value = "10ms", value_parser = parse_duration)]
     pub flush_interval: Duration,
 
@@ -274,6 +280,9 @@ impl Config {
         }
         if self.max_in_flight == 0 {
             return Err("--max-in-flight must be at least 1".to_string());
+        }
+        if self.pipe_max_in_flight == 0 {
+            return Err("--pipe-max-in-flight must be at least 1".to_string());
         }
         if self.max_publish_in_flight == 0 {
             return Err("--max-publish-in-flight must be at least 1".to_string());

@@ -139,6 +139,11 @@ impl Connection {
     /// Serves requests until the client closes, a timeout closes the connection, the connection is
     /// upgraded (the WebSocket then lives on in its handler's task, with the permit), or shutdown.
     async fn serve(mut self, stream: TcpStream, permit: OwnedSemaphorePermit) {
+        // Responses and WebSocket frames (the pipe) go out as soon as they are written: waiting for the
+        // peer's TCP acknowledgement (Nagle) would hold a small frame back by a delayed ACK.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(peer = %self.peer, %error, "cannot disable Nagle's algorithm");
+        }
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(TrackedStream { stream, activity: Arc::clone(&activity), _permit: permit });
         let (peer, idle_timeout) = (self.peer, self.limits.idle_timeout);

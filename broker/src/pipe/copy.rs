@@ -28,13 +28,21 @@ pub(super) struct ChildCopy {
     /// Live topics written since the last flush started: each log, and the end of what the parent sent.
     unflushed: HashMap<String, (Arc<Log>, u64)>,
     /// The flush running on a blocking thread; it answers what became durable.
-    flushing: Option<JoinHandle<Result<Vec<Durable>, storage::Error>>>,
+    flushing: Option<JoinHandle<Result<Vec<Durable>, String>>>,
+    /// When the last flush was due to start.
+    last_flush: tokio::time::Instant,
 }
 
 impl ChildCopy {
     /// The copy of `node`.
     pub(super) fn new(node: Arc<Node>) -> ChildCopy {
-        ChildCopy { node, refreshes: HashMap::new(), unflushed: HashMap::new(), flushing: None }
+        ChildCopy {
+            node,
+            refreshes: HashMap::new(),
+            unflushed: HashMap::new(),
+            flushing: None,
+            last_flush: tokio::time::Instant::now(),
+        }
     }
 
     /// Starts flushing every topic written since the last flush, unless a flush is running (it starts the
@@ -43,14 +51,22 @@ impl ChildCopy {
         if self.flushing.is_some() || self.unflushed.is_empty() {
             return;
         }
+        // Flushes start at most once per `--flush-interval`: the records are relayed already, and what a
+        // flush costs (an fdatasync) is then shared by everything written in the interval.
+        let not_before = self.last_flush + self.node.config.flush_interval;
+        self.last_flush = not_before.max(tokio::time::Instant::now());
         let unflushed: Vec<_> = self.unflushed.drain().collect();
-        self.flushing = Some(tokio::task::spawn_blocking(move || {
-            let mut acks = Vec::with_capacity(unflushed.len());
-            for (topic, (log, received_end)) in unflushed {
-                log.flush()?;
-                acks.push(Durable { topic, next_offset: log.durable_offset().min(received_end) });
-            }
-            Ok(acks)
+        self.flushing = Some(tokio::spawn(async move {
+            tokio::time::sleep_until(not_before).await;
+            let flushed = tokio::task::spawn_blocking(move || {
+                let mut acks = Vec::with_capacity(unflushed.len());
+                for (topic, (log, received_end)) in unflushed {
+                    log.flush().map_err(|error| error.to_string())?;
+                    acks.push(Durable { topic, next_offset: log.durable_offset().min(received_end) });
+                }
+                Ok(acks)
+            });
+            flushed.await.unwrap_or_else(|error| Err(error.to_string()))
         }));
     }
 }
@@ -160,9 +176,7 @@ impl Sink for ChildCopy {
         // flush goes on and is awaited next time.
         let flushed = flushing.await;
         self.flushing = None;
-        let acks = flushed
-            .map_err(|error| Fault::Storage(error.to_string()))?
-            .map_err(|error| Fault::Storage(error.to_string()))?;
+        let acks = flushed.map_err(|error| Fault::Storage(error.to_string()))?.map_err(Fault::Storage)?;
         self.start_flush();
         Ok(Work { acks, seeks: Vec::new() })
     }

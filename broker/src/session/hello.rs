@@ -77,6 +77,9 @@ impl Session {
         self.group = hello.group.clone();
         self.client_id = hello.client_id.clone();
         self.node.members.identify(self.connection_id, &self.client_id, &self.group);
+        if peer.role == Role::Pipe {
+            self.window = usize::from(self.node.config.pipe_max_in_flight);
+        }
         if hello.max_in_flight > 0 {
             self.window = self.window.min(usize::from(hello.max_in_flight));
         }
