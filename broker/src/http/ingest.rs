@@ -10,7 +10,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use protocol::{IngestBody, OwnedRecord, ProducerRecords};
+use protocol::{IngestBody, IngestRecord, OwnedRecord, ProducerRecords};
 use serde::Serialize;
 use service::{ApiBytes, ApiJson, ApiPath};
 use storage::Log;
@@ -56,17 +56,7 @@ pub async fn publish(
         append_durably(&node, topic, records).await?
     } else {
         let ApiJson(body) = ApiJson::<IngestBody>::from_request(request, &()).await?;
-        let records = body
-            .into_records()
-            .into_iter()
-            .enumerate()
-            .map(|(index, record)| {
-                record
-                    .into_owned_record()
-                    .map_err(|error| ApiError::bad_request("bad_record", format!("record {index}: {error}")))
-            })
-            .collect::<Result<Vec<OwnedRecord>, ApiError>>()?;
-        append_durably(&node, topic, records).await?
+        append_durably(&node, topic, owned_records(body.into_records())?).await?
     };
     Ok(axum::Json(appended).into_response())
 }
@@ -119,4 +109,17 @@ async fn append_durably(
         count: outcome.n_appended,
         timestamp_ms: outcome.timestamp_ms,
     })
+}
+
+/// Records as JSON gave them, checked and owned; the first bad one is a 400 `bad_record` naming it.
+pub(super) fn owned_records(records: Vec<IngestRecord>) -> Result<Vec<OwnedRecord>, ApiError> {
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(index, record)| {
+            record
+                .into_owned_record()
+                .map_err(|error| ApiError::bad_request("bad_record", format!("record {index}: {error}")))
+        })
+        .collect()
 }

@@ -14,7 +14,7 @@ use service::ApiJson;
 use storage::Log;
 
 use super::groups::positions;
-use super::ingest::{refuse_unless_root, topic_for_publish};
+use super::ingest::{owned_records, refuse_unless_root, topic_for_publish};
 use super::topics::TopicInfo;
 use super::{AppState, checked_topic};
 use crate::error::{ApiError, storage_api_error};
@@ -93,15 +93,7 @@ pub async fn inject(
         }
     };
     let explicit = match request.records {
-        Some(records) => records
-            .into_iter()
-            .enumerate()
-            .map(|(index, record)| {
-                record
-                    .into_owned_record()
-                    .map_err(|error| ApiError::bad_request("bad_record", format!("record {index}: {error}")))
-            })
-            .collect::<Result<Vec<OwnedRecord>, ApiError>>()?,
+        Some(records) => owned_records(records)?,
         None => Vec::new(),
     };
     let topic = request.topic;
