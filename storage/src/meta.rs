@@ -1,6 +1,6 @@
 //! The SQLite metadata database (`meta.sqlite`): which topics exist, which generation directory holds each
 //! one's committed copy, and what the segments of each generation are. This is the only module that
-//! talks to SQLite.
+//! talks to SQLite, with `meta/schema.rs` (the schema and the check that an existing file has it).
 //!
 //! It is written when a topic or segment is created, rolled, sealed, removed by retention, reconciled by
 //! recovery or replaced, never per record or per append: the segment files themselves are the truth about
@@ -16,55 +16,13 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use protocol::{Epoch, EpochHistory, TopicUid};
-use rusqlite::{Connection, ErrorCode, params};
+use rusqlite::{Connection, params};
 
 use crate::error::Error;
 
-/// The schema version this build writes and reads (SQLite's `user_version`).
-const SCHEMA_VERSION: i64 = 2;
+mod schema;
 
-/// The columns every query of this module uses, one statement per table: preparing them proves that an
-/// existing database has this schema.
-const SCHEMA_PROBES: [(&str, &str); 3] = [
-    ("topics", "SELECT name, uid, generation, log_start, created_ms FROM topics LIMIT 0"),
-    ("epochs", "SELECT topic, epoch, start_offset FROM epochs LIMIT 0"),
-    (
-        "segments",
-        "SELECT topic, generation, base_offset, last_offset, size_bytes, sealed, created_ms, sealed_ms,
-         last_timestamp_ms FROM segments LIMIT 0",
-    ),
-];
-
-/// The schema; `user_version` tells future versions what they are looking at. Version 2 added `epochs`
-/// (a version 1 database gains the empty table when opened: its topics then have no known history).
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS topics (
-    name        TEXT PRIMARY KEY,
-    uid         TEXT NOT NULL,
-    generation  INTEGER NOT NULL,
-    log_start   INTEGER NOT NULL,
-    created_ms  INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS segments (
-    topic              TEXT NOT NULL,
-    generation         INTEGER NOT NULL,
-    base_offset        INTEGER NOT NULL,
-    last_offset        INTEGER,
-    size_bytes         INTEGER NOT NULL,
-    sealed             INTEGER NOT NULL,
-    created_ms         INTEGER NOT NULL,
-    sealed_ms          INTEGER,
-    last_timestamp_ms  INTEGER,
-    PRIMARY KEY (topic, generation, base_offset)
-);
-CREATE TABLE IF NOT EXISTS epochs (
-    topic         TEXT NOT NULL,
-    epoch         INTEGER NOT NULL,
-    start_offset  INTEGER NOT NULL,
-    PRIMARY KEY (topic, epoch)
-);
-PRAGMA user_version = 2;
-";
+use schema::{SCHEMA, check_existing, classify};
 
 /// A topic as the database records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,62 +366,6 @@ impl Meta {
     }
 }
 
-/// Wraps an SQLite error from opening `path`: damage SQLite recognises (not a database, corrupt) makes
-/// the file unusable; anything else is an ordinary failure.
-fn classify<'a>(op: &'static str, path: &'a Path) -> impl Fn(rusqlite::Error) -> Error + 'a {
-    move |source| match source.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Error::UnusableMeta {
-            path: path.to_path_buf(),
-            detail: format!("cannot {op}: {source}"),
-            source: Some(source),
-        },
-        _ => Error::Meta { op, path: path.to_path_buf(), source },
-    }
-}
-
-/// Checks, without writing, that an existing database can be used: SQLite reads it, its schema version is
-/// not newer than this build's, its quick integrity check passes, and the tables it already has hold the
-/// columns this module uses. A new, empty file passes.
-fn check_existing(connection: &Connection, path: &Path) -> Result<(), Error> {
-    let unusable = |detail: String, source: Option<rusqlite::Error>| Error::UnusableMeta {
-        path: path.to_path_buf(),
-        detail,
-        source,
-    };
-    let version: i64 = connection
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(classify("read the schema version", path))?;
-    if version > SCHEMA_VERSION {
-        return Err(unusable(format!("schema version {version}; this build knows {SCHEMA_VERSION}"), None));
-    }
-    let mut statement =
-        connection.prepare("PRAGMA quick_check").map_err(classify("check the database", path))?;
-    let problems: Vec<String> = statement
-        .query_map([], |row| row.get::<_, String>(0))
-        .and_then(|rows| rows.collect())
-        .map_err(classify("check the database", path))?;
-    if problems != ["ok"] {
-        let shown: Vec<_> = problems.iter().take(3).map(String::as_str).collect();
-        return Err(unusable(format!("integrity check failed: {}", shown.join("; ")), None));
-    }
-    for (table, probe) in SCHEMA_PROBES {
-        let exists: bool = connection
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
-                params![table],
-                |row| row.get(0),
-            )
-            .map_err(classify("read the schema", path))?;
-        if exists && let Err(source) = connection.prepare(probe) {
-            return Err(unusable(
-                format!("table {table} does not have this build's columns: {source}"),
-                Some(source),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Inserts a topic row and its epoch history; with `replace`, a row of the same name is replaced (else it
 /// is an error).
 fn put_topic_row(connection: &Connection, topic: &TopicRow, replace: bool) -> Result<(), rusqlite::Error> {
@@ -532,7 +434,8 @@ fn upsert_segment(
 mod tests {
     use super::*;
 
-    fn topic(name: &str, generation: u64) -> TopicRow {
+    /// A topic row for tests.
+    pub(super) fn topic(name: &str, generation: u64) -> TopicRow {
         TopicRow {
             name: name.to_string(),
             uid: TopicUid(u128::MAX - 1),
@@ -572,46 +475,6 @@ mod tests {
         meta.remove_segments("b", 1, &[5], 100).unwrap();
         assert_eq!(meta.segments("b", 1).unwrap().len(), 1);
         assert_eq!(meta.topics().unwrap()[1].log_start, 100);
-    }
-
-    #[test]
-    fn files_that_are_not_this_database_are_unusable() {
-        let dir = tempfile::tempdir().unwrap();
-        let garbage = dir.path().join("garbage.sqlite");
-        std::fs::write(&garbage, vec![0x5a; 10_000]).unwrap();
-        let error = Meta::open(&garbage).unwrap_err();
-        assert!(matches!(error, Error::UnusableMeta { source: Some(_), .. }), "{error}");
-
-        let foreign = dir.path().join("foreign.sqlite");
-        Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE topics (id INTEGER);").unwrap();
-        let error = Meta::open(&foreign).unwrap_err();
-        assert!(matches!(error, Error::UnusableMeta { .. }), "{error}");
-
-        let newer = dir.path().join("newer.sqlite");
-        Connection::open(&newer).unwrap().execute_batch("PRAGMA user_version = 3;").unwrap();
-        assert!(matches!(Meta::open(&newer), Err(Error::UnusableMeta { source: None, .. })));
-
-        // A version 1 database (before epochs) opens, and its topics have no known history.
-        let older = dir.path().join("older.sqlite");
-        let version_1 = SCHEMA.split("CREATE TABLE IF NOT EXISTS epochs").next().unwrap();
-        Connection::open(&older)
-            .unwrap()
-            .execute_batch(&format!(
-                "{version_1}; PRAGMA user_version = 1;
-                 INSERT INTO topics VALUES ('t', '{}', 1, 0, 9);",
-                TopicUid(7)
-            ))
-            .unwrap();
-        let topics = Meta::open(&older).unwrap().topics().unwrap();
-        assert_eq!(topics.len(), 1);
-        assert!(topics[0].epochs.is_empty());
-
-        let empty = dir.path().join("empty.sqlite");
-        std::fs::write(&empty, b"").unwrap();
-        assert!(Meta::open(&empty).unwrap().topics().unwrap().is_empty());
-        let good = dir.path().join("good.sqlite");
-        Meta::open(&good).unwrap().create_topic(&topic("t", 1), &SegmentRow::active(0, 1)).unwrap();
-        assert_eq!(Meta::open(&good).unwrap().topics().unwrap().len(), 1, "a good file opens again");
     }
 
     #[test]
