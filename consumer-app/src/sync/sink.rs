@@ -153,7 +153,9 @@ impl Sink for AppSink<'_> {
             .map_err(join_fault)?;
             match appended {
                 Ok(appended) => {
-                    if let Some(history) = self.histories.remove(&topic) {
+                    if !self.histories.is_empty()
+                        && let Some(history) = self.histories.remove(&topic)
+                    {
                         self.adopt_epochs(&topic, uid, history).await?;
                     }
                     let first_new_offset = appended.first_new_offset;
@@ -189,15 +191,12 @@ impl Sink for AppSink<'_> {
             refresh.set_epochs(history);
             return Ok(false);
         }
-        match self.sync.copy.view(&topic) {
-            Some(view) if view.log.uid() == uid => self.adopt_epochs(&topic, uid, history).await,
-            // Another history is refreshed whole anyway.
-            Some(_) => Ok(false),
-            None => {
-                self.histories.insert(topic, history);
-                Ok(false)
-            }
+        if self.sync.copy.view(&topic).is_some() {
+            // A copy of another uid is left alone (it is refreshed whole anyway).
+            return self.adopt_epochs(&topic, uid, history).await;
         }
+        self.histories.insert(topic, history);
+        Ok(false)
     }
 
     async fn on_reset(&mut self, reset: Reset) -> Result<Vec<Durable>, Fault> {
