@@ -5,14 +5,12 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use protocol::TopicUid;
 use protocol::frame::{Epochs, StartPosition};
 use storage::Log;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 use crate::groups::Committed;
 use crate::members::Claim;
@@ -101,48 +99,27 @@ pub struct Refresh {
     pub ready_sent: bool,
 }
 
-/// The log a cursor reads, with the task that turns its readable-offset changes into session wake-ups.
+/// The log a cursor reads; every change of its readable offset or epoch history, and its closing, wake
+/// the session (`Log::wake_on_change`).
 #[derive(Debug)]
 pub struct Attached {
     /// The log.
     pub log: Arc<Log>,
-    /// Set by the watcher when the log is replaced or deleted (its sender was dropped).
-    pub closed: Arc<AtomicBool>,
     /// The version of the log's epoch history last sent (EPOCHS), if any: sent before the first batch,
     /// again after a RESET, and whenever it changes.
     pub epochs_sent: Option<u64>,
-    /// The watcher task; aborted when the cursor lets go of the log.
-    watcher: JoinHandle<()>,
 }
 
 impl Attached {
     /// Attaches to a log: every change of its readable offset wakes the session.
     pub fn new(log: Arc<Log>, wake: &Arc<Notify>) -> Attached {
-        let closed = Arc::new(AtomicBool::new(false));
-        let mut readable = log.subscribe();
-        let watcher_wake = Arc::clone(wake);
-        let watcher_closed = Arc::clone(&closed);
-        let watcher = tokio::spawn(async move {
-            // Each change is one wake-up; the session then looks at every cursor, so coalesced changes
-            // lose nothing.
-            while readable.changed().await.is_ok() {
-                watcher_wake.notify_one();
-            }
-            watcher_closed.store(true, Ordering::Release);
-            watcher_wake.notify_one();
-        });
-        Attached { log, closed, epochs_sent: None, watcher }
+        log.wake_on_change(wake);
+        Attached { log, epochs_sent: None }
     }
 
     /// Whether the log was replaced or deleted since attaching.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        self.watcher.abort();
+        self.log.is_closed()
     }
 }
 

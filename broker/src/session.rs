@@ -8,8 +8,8 @@
 //! [`Role::Pipe`]. A HELLO with the producer role on the consumer port hands the connection to the producer
 //! session (`producer.rs`) instead. This module never touches a socket.
 //!
-//! Delivery is event-driven: each attached log's readable-offset watch and the store's topic list wake
-//! the session through one `Notify`; nothing polls.
+//! Delivery is event-driven: each attached log (`Log::wake_on_change`) and the store's topic list wake the
+//! session through one `Notify`; nothing polls.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

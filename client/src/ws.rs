@@ -21,6 +21,11 @@ use crate::link::{INBOUND_CAPACITY, Inbound, LastSeen, Link, OUTGOING_CAPACITY};
 /// reaches the frame decoder and gets a precise FRAME_TOO_LARGE instead of a bare WebSocket failure.
 pub const MESSAGE_SLACK: usize = 64 * 1024;
 
+/// Bytes a WebSocket reads from its socket at a time, on both ends of the pipe. The library zeroes this much
+/// before every read, so it is kept small: a one-record frame then costs a 32 KiB fill rather than 128 KiB,
+/// and a large batch costs a few more reads, each bringing in as much.
+pub const READ_BUFFER: usize = 32 * 1024;
+
 /// A follower only sends small frames (ACK, PING, PONG, SEEK); this caps what waits in its write buffer.
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
@@ -41,7 +46,8 @@ pub async fn connect_ws(url: &str, max_frame_len: usize) -> Result<Link> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
-        .max_write_buffer_size(MAX_WRITE_BUFFER);
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .read_buffer_size(READ_BUFFER);
     let (socket, _response) =
         tokio_tungstenite::connect_async_with_config(url, Some(config), true).await.map_err(|source| {
             Error::WebSocket { context: format!("cannot open {url}"), source: Box::new(source) }

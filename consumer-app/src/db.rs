@@ -192,10 +192,10 @@ impl Db {
         entries: impl IntoIterator<Item = (&'k [u8], u64)>,
         indexed_to: Option<u64>,
     ) -> Result<(), Error> {
-        let mut conn = lock(&self.writer);
-        let tx = conn.transaction().map_err(sqlite("indexing keys"))?;
-        {
-            let mut upsert = tx
+        let conn = lock(&self.writer);
+        // Once per batch received: every statement, BEGIN and COMMIT included, is prepared once and cached.
+        in_transaction(&conn, "indexing keys", |conn| {
+            let mut upsert = conn
                 .prepare_cached(
                     "INSERT INTO keys (topic, generation, key, offset) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (topic, generation, key) DO UPDATE SET offset = excluded.offset",
@@ -210,25 +210,23 @@ impl Db {
                     .map_err(sqlite("indexing keys"))?;
             }
             if let Some(indexed_to) = indexed_to {
-                tx.execute(
-                    "UPDATE topics SET indexed_to = ?2 WHERE topic = ?1 AND generation = ?3",
-                    params![topic, indexed_to as i64, generation as i64],
-                )
-                .map_err(sqlite("moving the index position"))?;
+                conn.prepare_cached("UPDATE topics SET indexed_to = ?2 WHERE topic = ?1 AND generation = ?3")
+                    .and_then(|mut update| {
+                        update.execute(params![topic, indexed_to as i64, generation as i64])
+                    })
+                    .map_err(sqlite("moving the index position"))?;
             }
-        }
-        tx.commit().map_err(sqlite("indexing keys"))
+            Ok(())
+        })
     }
 
     /// Notes that every record of `topic` below `handled_to` has been through the handlers.
     pub fn set_handled(&self, topic: &str, handled_to: u64) -> Result<(), Error> {
         let conn = lock(&self.writer);
         // Handler batches finish in order, but a refresh may have moved the position meanwhile; never go back.
-        conn.execute(
-            "UPDATE topics SET handled_to = MAX(handled_to, ?2) WHERE topic = ?1",
-            params![topic, handled_to as i64],
-        )
-        .map_err(sqlite("moving the handled position"))?;
+        conn.prepare_cached("UPDATE topics SET handled_to = MAX(handled_to, ?2) WHERE topic = ?1")
+            .and_then(|mut update| update.execute(params![topic, handled_to as i64]))
+            .map_err(sqlite("moving the handled position"))?;
         Ok(())
     }
 
@@ -466,6 +464,25 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 /// Wraps a rusqlite error with what was being done.
 fn sqlite(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
     move |source| Error::Sqlite { context, source }
+}
+
+/// Runs `work` in one transaction whose BEGIN and COMMIT are cached statements (`Connection::transaction`
+/// parses both anew each time, which on the per-batch path costs as much as the work). Rolled back if
+/// `work` or the commit fails.
+fn in_transaction<T>(
+    conn: &Connection,
+    context: &'static str,
+    work: impl FnOnce(&Connection) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut statement| statement.execute([]));
+    run("BEGIN").map_err(sqlite(context))?;
+    let done = work(conn).and_then(|value| run("COMMIT").map(|_| value).map_err(sqlite(context)));
+    if done.is_err()
+        && let Err(error) = run("ROLLBACK")
+    {
+        tracing::warn!(%error, context, "rolling back a failed transaction failed");
+    }
+    done
 }
 
 /// A generation number above every one `topic` has used, live or left behind.

@@ -258,10 +258,7 @@ impl Log {
         last_timestamp_ms: u64,
         now: u64,
     ) -> Result<(), Error> {
-        let max_age_ms = self.config.segment_max_age.as_millis() as u64;
-        let too_old = writer.active.position() > 0
-            && now.saturating_sub(writer.active.segment().created_ms()) >= max_age_ms;
-        if writer.active.remaining() < bytes.len() || too_old {
+        if self.needs_roll(writer, bytes.len(), now) {
             self.roll(writer, now)?;
         }
         writer.active.append(bytes, lens, last_timestamp_ms)?;
@@ -269,6 +266,23 @@ impl Log {
         writer.last_timestamp_ms = writer.last_timestamp_ms.max(last_timestamp_ms);
         self.next_offset.store(writer.next_offset, Ordering::Release);
         Ok(())
+    }
+
+    /// Whether writing `bytes` now seals the active segment first: it is full, or older than
+    /// `segment_max_age`.
+    fn needs_roll(&self, writer: &Writer, bytes: usize, now: u64) -> bool {
+        let max_age_ms = self.config.segment_max_age.as_millis() as u64;
+        let too_old = writer.active.position() > 0
+            && now.saturating_sub(writer.active.segment().created_ms()) >= max_age_ms;
+        writer.active.remaining() < bytes || too_old
+    }
+
+    /// Whether an unflushed append of `bytes` would only write into the active segment: no new file, no
+    /// sync, one positional write into the page cache (and, now and then, an allocation). Such an append
+    /// is cheap enough for an async task to make itself rather than hand to a blocking thread.
+    pub fn appends_in_place(&self, bytes: usize) -> bool {
+        let writer = self.lock_writer();
+        !writer.closed && !self.needs_roll(&writer, bytes, now_ms())
     }
 
     /// After the writer lock is released, the one place an append's durability is decided. Records are made

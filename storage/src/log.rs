@@ -9,10 +9,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use protocol::{EpochHistory, TopicUid};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::config::LogConfig;
 use crate::error::Error;
@@ -163,6 +163,9 @@ pub struct Log {
     /// Wakes readers when `readable_offset` grows or the epoch history changes; taken (dropped) when the
     /// log is closed.
     readable_tx: RwLock<Option<watch::Sender<u64>>>,
+    /// Tasks woken directly whenever `readable_tx` would wake its receivers (a delivery session waiting on
+    /// many logs at once); forgotten once their owner drops them.
+    wakers: Mutex<Vec<Weak<Notify>>>,
     /// The epoch history, changed only through the store (which keeps SQLite and the identity file in step).
     epochs: RwLock<EpochHistory>,
     /// Counts changes of `epochs`, so a reader can tell cheaply whether it has sent the latest.
@@ -208,6 +211,7 @@ impl Log {
             readable_offset: AtomicU64::new(next_offset),
             durable_offset: AtomicU64::new(next_offset),
             readable_tx: RwLock::new(Some(readable_tx)),
+            wakers: Mutex::new(Vec::new()),
             epochs: RwLock::new(epochs),
             epochs_version: AtomicU64::new(0),
         }
@@ -286,6 +290,25 @@ impl Log {
         match sender.as_ref() {
             Some(sender) => sender.subscribe(),
             None => watch::channel(self.readable_offset()).1,
+        }
+    }
+
+    /// Wakes `wake` (`notify_one`) whenever a receiver of [`Log::subscribe`] would see a change, and when
+    /// the log is closed: for a task that waits on many logs and looks at each when woken. Registering the
+    /// same `Notify` again changes nothing; it is forgotten once every other reference to it is gone.
+    pub fn wake_on_change(&self, wake: &Arc<Notify>) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        wakers.retain(|waker| waker.strong_count() > 0);
+        if !wakers.iter().any(|waker| std::ptr::eq(waker.as_ptr(), Arc::as_ptr(wake))) {
+            wakers.push(Arc::downgrade(wake));
+        }
+    }
+
+    /// Wakes every task registered with [`Log::wake_on_change`].
+    fn wake_registered(&self) {
+        let wakers = self.wakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for waker in wakers.iter().filter_map(Weak::upgrade) {
+            waker.notify_one();
         }
     }
 
@@ -416,6 +439,8 @@ impl Log {
                 }
             });
         }
+        drop(sender);
+        self.wake_registered();
     }
 
     /// Wakes every reader waiting on this log without moving its positions (a repaired segment serves
@@ -425,6 +450,8 @@ impl Log {
         if let Some(sender) = sender.as_ref() {
             sender.send_modify(|_| {});
         }
+        drop(sender);
+        self.wake_registered();
     }
 
     /// Closes the log after it was replaced or deleted: appends fail from now on, and waiting readers wake
@@ -432,5 +459,6 @@ impl Log {
     pub(crate) fn close(&self) {
         self.lock_writer().closed = true;
         self.readable_tx.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        self.wake_registered();
     }
 }

@@ -190,6 +190,47 @@ fn the_watch_wakes_on_append() {
 }
 
 #[test]
+fn a_registered_notify_wakes_on_append_and_on_close_and_is_forgotten_when_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_config(FlushPolicy::Always));
+    let log = store.create_topic("t", uid(1), 0).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        log.wake_on_change(&wake);
+        log.wake_on_change(&wake);
+        append_n(&log, 3, 3);
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(5), wake.notified()).await;
+        assert!(woken.is_ok(), "an append wakes a registered Notify");
+        assert_eq!(log.readable_offset(), 3);
+        store.delete_topic("t").unwrap();
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(5), wake.notified()).await;
+        assert!(woken.is_ok() && log.is_closed(), "closing the log wakes it too");
+        let weak = Arc::downgrade(&wake);
+        drop(wake);
+        assert!(weak.upgrade().is_none(), "the log holds no strong reference to a registered Notify");
+    });
+}
+
+#[test]
+fn an_append_is_in_place_until_it_would_seal_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_config(FlushPolicy::Always));
+    let log = store.create_topic("t", uid(1), 0).unwrap();
+    assert!(log.appends_in_place(1024));
+    assert!(!log.appends_in_place(64 * 1024 + 1), "more than a segment holds needs a new one");
+    let mut appended = 0;
+    while log.appends_in_place(8 * 1024) {
+        append_n(&log, 10, 10);
+        appended += 10;
+        assert!(appended < 10_000, "a 64 KiB segment fills");
+    }
+    assert_eq!(log.segments().len(), 1, "the answer turns before the segment is sealed");
+    store.delete_topic("t").unwrap();
+    assert!(!log.appends_in_place(1), "a closed log takes no appends");
+}
+
+#[test]
 fn concurrent_appenders_get_distinct_contiguous_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), small_config(FlushPolicy::Always));

@@ -66,6 +66,7 @@ pub async fn endpoint(
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .write_buffer_size(WRITE_BUFFER)
+        .read_buffer_size(client::ws::READ_BUFFER)
         // A child that stops reading fills this, then the session's bounded queue, then the window: the
         // session's slow-consumer timeout ends it. Never more than one message beyond the buffer.
         .max_write_buffer_size(WRITE_BUFFER + 2 * max_message)
