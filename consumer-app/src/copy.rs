@@ -421,14 +421,16 @@ pub(crate) fn append_to_log(
     })
 }
 
-/// The latest offset of each key among the records at or above `from_offset`, and their byte count.
-/// Keeping only the latest per key spares SQLite one write per record when keys repeat in a batch.
+/// The latest offset of each key among the records at or above `from_offset`, in key order, and their byte
+/// count. Keeping only the latest per key spares SQLite one write per record when keys repeat in a batch,
+/// and writing them in key order walks the index B-tree once instead of jumping about it (a refresh of a
+/// million keys spent 44% of the app's CPU in these writes in hash order).
 fn collect_keys<'r>(
     topic: &str,
     records: impl Iterator<Item = Result<RecordView<'r>, protocol::WireError>>,
     from_offset: u64,
     on_record: &mut impl FnMut(&RecordView<'_>),
-) -> Result<(HashMap<&'r [u8], u64>, u64), Error> {
+) -> Result<(Vec<(&'r [u8], u64)>, u64), Error> {
     let mut keys = HashMap::new();
     let mut bytes = 0;
     for view in records {
@@ -440,6 +442,8 @@ fn collect_keys<'r>(
         on_record(&view);
         keys.insert(view.key(), view.offset());
     }
+    let mut keys: Vec<_> = keys.into_iter().collect();
+    keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
     Ok((keys, bytes))
 }
 
