@@ -33,6 +33,8 @@ pub use json::{IngestBody, IngestRecord, OwnedRecord, RecordJson, ValueJson};
 pub use level::{Level, UnknownLevel};
 pub use producer::ProducerRecords;
 pub use record::{BatchSummary, NewRecord, RecordIter, RecordView, check_batch};
+#[cfg(feature = "json")]
+pub use settings::SettingsJson;
 pub use settings::{Cleanup, TopicSettings};
 pub use time::now_ms;
 pub use topic::{ALL_TOPICS, TopicUid, validate_topic_name};

@@ -149,6 +149,48 @@ impl TopicSettings {
     }
 }
 
+/// A topic's settings as the HTTP APIs show them (the broker's topic JSON, the consumer-app's stats):
+/// explicit ones, or the defaults that apply where they are shown, marked `"explicit": false`.
+#[cfg(feature = "json")]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SettingsJson {
+    /// Whether they were set explicitly at ROOT; `false` means the node's own defaults (`delete` and its
+    /// configured retention), shown as they apply there.
+    pub explicit: bool,
+    /// `delete`, `compact` or `compact,delete`.
+    pub cleanup: &'static str,
+    /// The byte limit, `null` for none.
+    pub retention_bytes: Option<u64>,
+    /// The age limit in milliseconds, `null` for none.
+    pub retention_age_ms: Option<u64>,
+    /// How long compaction keeps tombstones, in milliseconds; `null` for no limit or not set.
+    pub tombstone_retention_ms: Option<u64>,
+}
+
+#[cfg(feature = "json")]
+impl SettingsJson {
+    /// Explicit `settings`, or, without them, `delete` with `default_limits` (bytes, age in milliseconds):
+    /// the retention that applies by default where they are shown.
+    pub fn of(settings: Option<TopicSettings>, default_limits: (Option<u64>, Option<u64>)) -> SettingsJson {
+        match settings {
+            Some(settings) => SettingsJson {
+                explicit: true,
+                cleanup: settings.cleanup.as_str(),
+                retention_bytes: settings.retention_bytes,
+                retention_age_ms: settings.retention_age_ms,
+                tombstone_retention_ms: settings.tombstone_retention_ms,
+            },
+            None => SettingsJson {
+                explicit: false,
+                cleanup: Cleanup::Delete.as_str(),
+                retention_bytes: default_limits.0,
+                retention_age_ms: default_limits.1,
+                tombstone_retention_ms: None,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

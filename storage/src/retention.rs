@@ -85,7 +85,7 @@ pub(crate) fn plan(
 impl Log {
     /// The retention limits that apply to this log: bytes and age in milliseconds, each `None` for no
     /// limit. A topic with explicit settings has its own (none under `compact` alone); others the store's.
-    pub(crate) fn retention_limits(&self) -> (Option<u64>, Option<u64>) {
+    pub fn retention_limits(&self) -> (Option<u64>, Option<u64>) {
         match self.settings() {
             Some(settings) if !settings.cleanup.deletes() => (None, None),
             Some(settings) => (settings.retention_bytes, settings.retention_age_ms),
