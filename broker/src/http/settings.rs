@@ -47,6 +47,20 @@ pub struct SettingsBody {
 }
 
 impl SettingsBody {
+    /// The body from its JSON: an object (serde would also take an array as a struct's fields in order,
+    /// which no one means here), or nothing. Unknown fields are a 400 `bad_settings` naming them.
+    pub fn from_json(body: Option<Value>) -> Result<SettingsBody, ApiError> {
+        match body {
+            None | Some(Value::Null) => Ok(SettingsBody::default()),
+            Some(object @ Value::Object(_)) => serde_json::from_value(object)
+                .map_err(|error| ApiError::bad_request("bad_settings", error.to_string())),
+            Some(other) => Err(ApiError::bad_json(format!(
+                "the body is {}, not a JSON object of settings",
+                json_kind(&other)
+            ))),
+        }
+    }
+
     /// The explicit settings the body asks for, `None` if it names no field (the node's defaults), or a
     /// 400 `bad_settings` naming the field at fault.
     pub fn into_settings(self) -> Result<Option<TopicSettings>, ApiError> {
@@ -78,11 +92,11 @@ impl SettingsBody {
 pub async fn put(
     State(node): State<AppState>,
     ApiPath(topic): ApiPath<String>,
-    ApiJson(body): ApiJson<Option<SettingsBody>>,
+    ApiJson(body): ApiJson<Option<Value>>,
 ) -> Result<Response, ApiError> {
     refuse_unless_root(&node)?;
     checked_topic(&topic)?;
-    let settings = body.unwrap_or_default().into_settings()?;
+    let settings = SettingsBody::from_json(body)?.into_settings()?;
     let blocking_node = Arc::clone(&node);
     let (log, created) = tokio::task::spawn_blocking(move || put_settings(&blocking_node, &topic, settings))
         .await?
@@ -130,6 +144,18 @@ fn refuse_unless_root(node: &Node) -> Result<(), ApiError> {
             node.config.level.as_str()
         ),
     ))
+}
+
+/// What kind of JSON value this is, for errors.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// The value of a field, unless absent or `null`.
