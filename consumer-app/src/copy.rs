@@ -442,6 +442,9 @@ pub(crate) fn append_to_log(
     })
 }
 
+/// Each key with the offset of its latest record, in key order.
+type LatestKeys<'r> = Vec<(&'r [u8], u64)>;
+
 /// The latest offset of each key among the records at or above `from_offset`, in key order, and their byte
 /// count. Keeping only the latest per key spares SQLite one write per record when keys repeat in a batch,
 /// and writing them in key order walks the index B-tree once instead of jumping about it (a refresh of a
@@ -451,7 +454,7 @@ fn collect_keys<'r>(
     records: impl Iterator<Item = Result<RecordView<'r>, protocol::WireError>>,
     from_offset: u64,
     on_record: &mut impl FnMut(&RecordView<'_>),
-) -> Result<(Vec<(&'r [u8], u64)>, u64), Error> {
+) -> Result<(LatestKeys<'r>, u64), Error> {
     let mut keys = HashMap::new();
     let mut bytes = 0;
     for view in records {
