@@ -136,6 +136,9 @@ async fn settings_set_at_root_reach_a_child_and_follow_changes_while_it_streams(
     let later = json!({"explicit": true, "cleanup": "compact,delete", "retention_bytes": 1024,
         "retention_age_ms": null, "tombstone_retention_ms": null});
     wait_for_settings(&child, "later", &later).await;
+    // The child's retention applies them: its own limits are the topic's, whatever its configuration.
+    assert_eq!(child.node.store.topic("later").unwrap().retention_limits(), (Some(1024), None));
+    assert_eq!(child.node.store.topic("made").unwrap().retention_limits(), (None, None), "compact keeps all");
     // And back to defaults.
     root.put("/api/v1/topics/made", "").await;
     wait_until("the child's made is back to defaults", || async {

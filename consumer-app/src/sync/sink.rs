@@ -216,6 +216,7 @@ impl Sink for AppSink<'_> {
             return Ok(());
         }
         if self.sync.copy.view(&topic).is_some() {
+            self.settings.remove(&topic);
             return self.store_settings(&topic, uid, settings).await;
         }
         self.settings.insert(topic, (uid, settings));
@@ -232,6 +233,9 @@ impl Sink for AppSink<'_> {
         self.drain_handler().await?;
         self.uids.insert(topic.clone(), uid);
         self.sync.status.set_broker_end(&topic, end_offset);
+        // Settings kept for a topic not held yet describe the copy before this one; the broker sends the
+        // new copy's after RESET.
+        self.settings.remove(&topic);
         let copy = self.sync.copy.clone();
         let name = topic.clone();
         let refresh = tokio::task::spawn_blocking(move || copy.begin_refresh(&name, uid, log_start))
