@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use protocol::TopicUid;
-use protocol::frame::{Epochs, StartPosition};
+use protocol::frame::{Epochs, Settings, StartPosition};
 use storage::Log;
 use tokio::sync::Notify;
 
@@ -108,13 +108,16 @@ pub struct Attached {
     /// The version of the log's epoch history last sent (EPOCHS), if any: sent before the first batch,
     /// again after a RESET, and whenever it changes.
     pub epochs_sent: Option<u64>,
+    /// The version of the log's settings last sent (SETTINGS), if any: sent before the first batch, again
+    /// after a RESET, and whenever they change.
+    pub settings_sent: Option<u64>,
 }
 
 impl Attached {
     /// Attaches to a log: every change of its readable offset wakes the session.
     pub fn new(log: Arc<Log>, wake: &Arc<Notify>) -> Attached {
         log.wake_on_change(wake);
-        Attached { log, epochs_sent: None }
+        Attached { log, epochs_sent: None, settings_sent: None }
     }
 
     /// Whether the log was replaced or deleted since attaching.
@@ -232,6 +235,28 @@ impl Cursor {
         attached.epochs_sent = Some(version);
         let history = attached.log.epochs();
         (!history.is_empty()).then(|| Epochs { topic: self.topic.clone(), uid: attached.log.uid(), history })
+    }
+
+    /// Whether the log's settings changed since they were last sent (or were never sent).
+    pub fn settings_due(&self) -> bool {
+        self.attached
+            .as_ref()
+            .is_some_and(|attached| attached.settings_sent != Some(attached.log.settings_version()))
+    }
+
+    /// The SETTINGS frame to send now, if due (explicit settings or the defaults marker); marks it sent.
+    pub fn take_settings(&mut self) -> Option<Settings> {
+        let attached = self.attached.as_mut()?;
+        let version = attached.log.settings_version();
+        if attached.settings_sent == Some(version) {
+            return None;
+        }
+        attached.settings_sent = Some(version);
+        Some(Settings {
+            topic: self.topic.clone(),
+            uid: attached.log.uid(),
+            settings: attached.log.settings(),
+        })
     }
 
     /// The offset below which records may be sent now.

@@ -355,9 +355,10 @@ impl Session {
         let Some((forgotten, refresh)) = cursor.begin_refresh() else {
             return Ok(());
         };
-        // The new copy gets the history too, after its RESET.
+        // The new copy gets the history and the settings too, after its RESET.
         if let Some(attached) = cursor.attached.as_mut() {
             attached.epochs_sent = None;
+            attached.settings_sent = None;
         }
         self.in_flight -= forgotten;
         let topic = cursor.topic.clone();
@@ -375,10 +376,12 @@ impl Session {
             return Ok(false);
         }
         let window_open = self.in_flight < self.window;
-        Ok(self
-            .cursors
-            .iter()
-            .any(|cursor| cursor.epochs_due() || cursor.ready_due() || (window_open && cursor.has_records())))
+        Ok(self.cursors.iter().any(|cursor| {
+            cursor.epochs_due()
+                || cursor.settings_due()
+                || cursor.ready_due()
+                || (window_open && cursor.has_records())
+        }))
     }
 
     /// The next item to send: a control frame, a READY, or a batch from the next topic in turn.
@@ -397,6 +400,10 @@ impl Session {
             // The history goes before any batch it covers.
             if let Some(epochs) = self.cursors[index].take_epochs() {
                 return Ok(Some(Outbound::Frame(Frame::Epochs(epochs))));
+            }
+            // The settings too, so that a copy applies them from its first record.
+            if let Some(settings) = self.cursors[index].take_settings() {
+                return Ok(Some(Outbound::Frame(Frame::Settings(settings))));
             }
             if self.cursors[index].ready_due() {
                 return Ok(Some(Outbound::Frame(self.ready(index))));

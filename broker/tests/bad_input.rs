@@ -133,7 +133,10 @@ async fn bad_frames_get_errors_and_cost_nothing_else() {
     let frames = exchange(&broker, std::slice::from_ref(&good_hello)).await;
     assert!(matches!(&frames[0], Frame::Welcome(_)), "{frames:?}");
     assert!(
-        frames[1..].iter().all(|frame| matches!(frame, Frame::Ping(_) | Frame::Epochs(_) | Frame::Batch(_))),
+        frames[1..].iter().all(|frame| matches!(
+            frame,
+            Frame::Ping(_) | Frame::Epochs(_) | Frame::Settings(_) | Frame::Batch(_)
+        )),
         "{frames:?}"
     );
     assert!(frames.iter().any(|frame| matches!(frame, Frame::Ping(_))), "{frames:?}");

@@ -95,7 +95,7 @@ pub enum Event {
 }
 
 impl Event {
-    /// The event a frame from a broker is, or `None` for heartbeats and epoch histories; a frame a broker never sends is a
+    /// The event a frame from a broker is, or `None` for heartbeats, epoch histories and settings; a frame a broker never sends is a
     /// protocol violation.
     fn from_frame(frame: Frame) -> Result<Option<Event>> {
         Ok(Some(match frame {
@@ -105,8 +105,9 @@ impl Event {
             Frame::Topic(topic) => Event::Topic(topic),
             Frame::Position(position) => Event::Position(position),
             Frame::Error(error) => Event::Error(error),
-            // Epoch histories matter only to a copy that outlives a connection (kept through `follow`).
-            Frame::Ping(_) | Frame::Pong(_) | Frame::Epochs(_) => return Ok(None),
+            // Epoch histories and topic settings matter only to a copy that outlives a connection (kept
+            // through `follow`).
+            Frame::Ping(_) | Frame::Pong(_) | Frame::Epochs(_) | Frame::Settings(_) => return Ok(None),
             other => return Err(Error::Protocol(format!("unexpected {} from the broker", other.name()))),
         }))
     }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use protocol::CheckedBatch;
 use protocol::frame::{
-    Epochs, Hello, Ready, Reset, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
+    Epochs, Hello, Ready, Reset, Settings, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
 };
 
 use crate::backoff::Backoff;
@@ -175,6 +175,11 @@ pub trait Sink: Send {
     /// ROOT no longer has): the follower then drops the topic's batches and asks for a full refresh. A
     /// history that arrives during a refresh belongs to the copy being built.
     fn on_epochs(&mut self, epochs: Epochs) -> impl Future<Output = Result<bool, Fault>> + Send;
+
+    /// A topic's settings upstream (`protocol::settings`: before its first batch, after a RESET, and
+    /// whenever they change at ROOT). The copy keeps them, so that it applies the same retention as its
+    /// upstream. Settings that arrive during a refresh belong to the copy being built.
+    fn on_settings(&mut self, settings: Settings) -> impl Future<Output = Result<(), Fault>> + Send;
 
     /// A full refresh of a topic starts: the batches until its READY form the new copy.
     fn on_reset(&mut self, reset: Reset) -> impl Future<Output = Result<Vec<Durable>, Fault>> + Send;

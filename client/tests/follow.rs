@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use client::{Durable, Endpoint, Fault, FollowConfig, LinkEnd, Sink, Target, Upstream, Work};
 use protocol::frame::{
     Batch, DEFAULT_MAX_FRAME_LEN, Epochs, ErrorCode, Frame, Hello, LEVEL_CONSUMER, PROTOCOL_VERSION, Ready,
-    Reset, Role, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
+    Reset, Role, Settings, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
 };
 use protocol::{CheckedBatch, NewRecord, TopicUid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -110,6 +110,10 @@ impl Sink for MemorySink {
 
     async fn on_epochs(&mut self, _epochs: Epochs) -> Result<bool, Fault> {
         Ok(false)
+    }
+
+    async fn on_settings(&mut self, _settings: Settings) -> Result<(), Fault> {
+        Ok(())
     }
 
     async fn on_reset(&mut self, _reset: Reset) -> Result<Vec<Durable>, Fault> {

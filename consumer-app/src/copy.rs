@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use protocol::{CheckedBatch, EpochHistory, RecordIter, RecordView, TopicUid};
+use protocol::{CheckedBatch, EpochHistory, RecordIter, RecordView, TopicSettings, TopicUid};
 use storage::{LogConfig, Store};
 
 use crate::db::{Db, db_path};
@@ -188,6 +188,27 @@ impl LocalCopy {
             source: Box::new(source),
         })?;
         Ok(matches!(adopted, storage::Adopted::Diverged { .. }))
+    }
+
+    /// Records the broker's settings of the live copy of `topic` (of `uid`; a copy of another uid is left
+    /// alone, since it is refreshed whole), so that its retention follows them.
+    pub fn set_settings(
+        &self,
+        topic: &str,
+        uid: TopicUid,
+        settings: Option<TopicSettings>,
+    ) -> Result<(), Error> {
+        let Some(view) = self.view(topic).filter(|view| view.log.uid() == uid) else {
+            return Ok(());
+        };
+        match self.store.set_settings(&view.log, settings) {
+            Ok(_) | Err(storage::Error::Closed { .. }) => Ok(()),
+            Err(source) => Err(Error::Storage {
+                context: "recording the topic settings",
+                topic: topic.to_string(),
+                source: Box::new(source),
+            }),
+        }
     }
 
     /// Every live view, by topic name.

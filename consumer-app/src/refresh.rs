@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use protocol::{CheckedBatch, EpochHistory, RecordView, TopicUid};
+use protocol::{CheckedBatch, EpochHistory, RecordView, TopicSettings, TopicUid};
 
 use crate::copy::{AppendSummary, Appended, LocalCopy, TopicView, append_to_log, prove};
 use crate::db::RefreshStart;
@@ -53,6 +53,11 @@ impl Refresh {
     /// Gives the new copy its broker's epoch history; it is recorded when the copy is swapped in.
     pub fn set_epochs(&self, history: EpochHistory) {
         self.replacement.set_epochs(history);
+    }
+
+    /// Gives the new copy its broker's settings; they are recorded when the copy is swapped in.
+    pub fn set_settings(&self, settings: Option<TopicSettings>) {
+        self.replacement.set_settings(settings);
     }
 }
 

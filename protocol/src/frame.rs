@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::epoch::EpochHistory;
 use crate::error::WireError;
+use crate::settings::TopicSettings;
 use crate::topic::TopicUid;
 
 pub use encode::encode_batch_header;
@@ -44,7 +45,7 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 pub const MAX_FRAME_LEN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// The protocol version this codec speaks, sent in HELLO and WELCOME.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The `level` a consumer puts in its HELLO; pipe children send their tree level (ROOT 0 to LOCAL 4).
 pub const LEVEL_CONSUMER: u8 = 255;
@@ -86,11 +87,13 @@ pub enum FrameType {
     Publish = 0x0E,
     /// Server to client: the records of one PUBLISH are stored and durable.
     PublishAck = 0x0F,
+    /// Server to client: a topic's settings, before its first BATCH, after a RESET and whenever they change.
+    Settings = 0x10,
 }
 
 impl FrameType {
     /// Every frame type, in type-byte order.
-    pub const ALL: [FrameType; 15] = [
+    pub const ALL: [FrameType; 16] = [
         FrameType::Hello,
         FrameType::Welcome,
         FrameType::Batch,
@@ -106,6 +109,7 @@ impl FrameType {
         FrameType::Epochs,
         FrameType::Publish,
         FrameType::PublishAck,
+        FrameType::Settings,
     ];
 
     /// The type byte.
@@ -136,6 +140,7 @@ impl FrameType {
             FrameType::Epochs => "EPOCHS",
             FrameType::Publish => "PUBLISH",
             FrameType::PublishAck => "PUBLISH_ACK",
+            FrameType::Settings => "SETTINGS",
         }
     }
 }
@@ -412,6 +417,25 @@ pub struct Epochs {
     pub history: EpochHistory,
 }
 
+/// SETTINGS (0x10): a topic's settings as the server holds them.
+///
+/// ```text
+/// [topic:str16][uid:16][explicit:1]
+/// then, if explicit is 1: [cleanup:1][present:1][retention_bytes:8][retention_age_ms:8][tombstone_retention_ms:8]
+/// ```
+///
+/// `explicit` is 0 (the topic has no explicit settings: each node applies its own defaults; nothing follows)
+/// or 1 (the settings follow, laid out as [`crate::settings::SETTINGS_LEN`] describes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The topic.
+    pub topic: String,
+    /// The uid of the copy the settings belong to.
+    pub uid: TopicUid,
+    /// The explicit settings, or `None` for each node's defaults.
+    pub settings: Option<TopicSettings>,
+}
+
 /// One frame of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -446,6 +470,8 @@ pub enum Frame {
     Publish(Publish),
     /// PUBLISH_ACK (0x0F).
     PublishAck(PublishAck),
+    /// SETTINGS (0x10).
+    Settings(Settings),
 }
 
 impl Frame {
@@ -526,6 +552,7 @@ impl Frame {
             Frame::Epochs(_) => FrameType::Epochs,
             Frame::Publish(_) => FrameType::Publish,
             Frame::PublishAck(_) => FrameType::PublishAck,
+            Frame::Settings(_) => FrameType::Settings,
         }
     }
 

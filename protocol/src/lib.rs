@@ -15,6 +15,7 @@ pub mod json;
 pub mod level;
 pub mod producer;
 pub mod record;
+pub mod settings;
 pub mod time;
 pub mod topic;
 
@@ -24,12 +25,16 @@ pub use error::WireError;
 pub use frame::{
     Ack, Batch, DEFAULT_MAX_FRAME_LEN, Epochs, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, FrameType,
     Hello, LEVEL_CONSUMER, MAX_FRAME_LEN_LIMIT, PROTOCOL_VERSION, Ping, Publish, PublishAck, Ready, Reset,
-    Role, Seek, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome, encode_batch_header,
+    Role, Seek, Settings, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
+    encode_batch_header,
 };
 #[cfg(feature = "json")]
 pub use json::{IngestBody, IngestRecord, OwnedRecord, RecordJson, ValueJson};
 pub use level::{Level, UnknownLevel};
 pub use producer::ProducerRecords;
 pub use record::{BatchSummary, NewRecord, RecordIter, RecordView, check_batch};
+#[cfg(feature = "json")]
+pub use settings::SettingsJson;
+pub use settings::{Cleanup, TopicSettings};
 pub use time::now_ms;
 pub use topic::{ALL_TOPICS, TopicUid, validate_topic_name};

@@ -213,8 +213,8 @@ fn configured_maximum_is_capped_at_the_protocol_limit() {
 
 #[test]
 fn unknown_frame_type_is_refused() {
-    // 0x10 is past the last type.
-    for frame_type in [0x00, 0x10, 0x7f, 0xff] {
+    // 0x11 is past the last type.
+    for frame_type in [0x00, 0x11, 0x7f, 0xff] {
         let bytes = raw_frame(frame_type, b"");
         let error = Frame::decode(&bytes, DEFAULT_MAX_FRAME_LEN).unwrap_err();
         assert_eq!(error, WireError::UnknownFrameType { frame_type });

@@ -20,11 +20,17 @@
 //!   "epochs": [                                    the epoch history, oldest first (absent: unknown)
 //!     { "epoch": 0, "start_offset": 0 },
 //!     { "epoch": 1, "start_offset": 1200 }
-//!   ]
+//!   ],
+//!   "settings": {                                  explicit settings (absent: the store's defaults)
+//!     "cleanup": "compact,delete",                 delete, compact or compact,delete
+//!     "retention_bytes": 268435456,                each limit absent: no limit by that measure
+//!     "retention_age_ms": 604800000,
+//!     "tombstone_retention_ms": 86400000
+//!   }
 //! }
 //! ```
 //!
-//! Compatibility: a field added later (the epoch history was, topic settings will) gets `#[serde(default)]`, so a
+//! Compatibility: a field added later (the epoch history was, and the topic settings) gets `#[serde(default)]`, so a
 //! file written before it still reads, and fields this build does not know are ignored, so a file written by
 //! a newer build still reads. `version` changes only when a file cannot be read correctly by ignoring what
 //! is unknown; a build refuses a file whose version is greater than its own.
@@ -33,7 +39,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use protocol::{Epoch, EpochHistory, TopicUid};
+use protocol::{Cleanup, Epoch, EpochHistory, TopicSettings, TopicUid};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -58,6 +64,8 @@ pub(crate) struct TopicIdentity {
     pub(crate) created_ms: u64,
     /// The epoch history (empty if unknown).
     pub(crate) epochs: EpochHistory,
+    /// The explicit settings; `None` for the store's defaults.
+    pub(crate) settings: Option<TopicSettings>,
 }
 
 impl TopicIdentity {
@@ -70,6 +78,7 @@ impl TopicIdentity {
             log_start: row.log_start,
             created_ms: row.created_ms,
             epochs: row.epochs.clone(),
+            settings: row.settings,
         }
     }
 
@@ -82,6 +91,7 @@ impl TopicIdentity {
             log_start: self.log_start,
             created_ms: self.created_ms,
             epochs: self.epochs.clone(),
+            settings: self.settings,
         }
     }
 }
@@ -115,8 +125,28 @@ struct IdentityFile {
     /// See [`TopicIdentity::epochs`]; absent in files written before epochs existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     epochs: Vec<EpochEntry>,
-    // Fields added later go here, each with `#[serde(default)]` (the topic's settings), so that files
-    // written before them still read.
+    /// See [`TopicIdentity::settings`]; absent in files written before settings existed, and for a topic
+    /// without explicit settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    settings: Option<SettingsEntry>,
+    // Fields added later go here, each with `#[serde(default)]`, so that files written before them still
+    // read.
+}
+
+/// A topic's explicit settings in the file.
+#[derive(Debug, Serialize, Deserialize)]
+struct SettingsEntry {
+    /// The cleanup policy's API word (`Cleanup::as_str`).
+    cleanup: String,
+    /// See [`TopicSettings::retention_bytes`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retention_bytes: Option<u64>,
+    /// See [`TopicSettings::retention_age_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retention_age_ms: Option<u64>,
+    /// See [`TopicSettings::tombstone_retention_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tombstone_retention_ms: Option<u64>,
 }
 
 /// One epoch in the file.
@@ -183,6 +213,12 @@ fn encode(identity: &TopicIdentity) -> Result<Vec<u8>, serde_json::Error> {
             .iter()
             .map(|entry| EpochEntry { epoch: entry.epoch, start_offset: entry.start_offset })
             .collect(),
+        settings: identity.settings.map(|settings| SettingsEntry {
+            cleanup: settings.cleanup.as_str().to_string(),
+            retention_bytes: settings.retention_bytes,
+            retention_age_ms: settings.retention_age_ms,
+            tombstone_retention_ms: settings.tombstone_retention_ms,
+        }),
     };
     let mut bytes = serde_json::to_vec_pretty(&file)?;
     bytes.push(b'\n');
@@ -206,6 +242,15 @@ fn decode(bytes: &[u8]) -> Result<TopicIdentity, String> {
     let epochs =
         file.epochs.iter().map(|entry| Epoch { epoch: entry.epoch, start_offset: entry.start_offset });
     let epochs = EpochHistory::new(epochs.collect()).map_err(|reason| format!("epoch history: {reason}"))?;
+    let settings = match file.settings {
+        None => None,
+        Some(entry) => Some(TopicSettings {
+            cleanup: entry.cleanup.parse::<Cleanup>().map_err(|reason| format!("settings: {reason}"))?,
+            retention_bytes: entry.retention_bytes,
+            retention_age_ms: entry.retention_age_ms,
+            tombstone_retention_ms: entry.tombstone_retention_ms,
+        }),
+    };
     Ok(TopicIdentity {
         name: file.name,
         uid,
@@ -213,6 +258,7 @@ fn decode(bytes: &[u8]) -> Result<TopicIdentity, String> {
         log_start: file.log_start,
         created_ms: file.created_ms,
         epochs,
+        settings,
     })
 }
 
@@ -228,6 +274,7 @@ mod tests {
             log_start: 1000,
             created_ms: 1_700_000_000_000,
             epochs: EpochHistory::first(0).begin(1200),
+            settings: None,
         }
     }
 
@@ -272,8 +319,28 @@ mod tests {
         let newer = r#"{"version": 1, "name": "prices", "uid": "0123456789abcdef0011223344556677",
             "generation": 3, "log_start": 1000, "created_ms": 1700000000000,
             "epochs": [{"epoch": 0, "start_offset": 0}, {"epoch": 1, "start_offset": 1200, "term": 4}],
-            "settings": {"cleanup": "compact"}}"#;
-        assert_eq!(decode(newer.as_bytes()).unwrap(), identity());
+            "settings": {"cleanup": "compact", "compaction_lag_ms": 5}, "owner": "ops"}"#;
+        let compact = TopicSettings { cleanup: Cleanup::Compact, ..TopicSettings::default() };
+        assert_eq!(
+            decode(newer.as_bytes()).unwrap(),
+            TopicIdentity { settings: Some(compact), ..identity() }
+        );
+    }
+
+    #[test]
+    fn settings_round_trip_and_a_bad_policy_is_unusable() {
+        let settings = TopicSettings {
+            cleanup: Cleanup::CompactDelete,
+            retention_bytes: Some(1 << 28),
+            retention_age_ms: None,
+            tombstone_retention_ms: Some(86_400_000),
+        };
+        let with_settings = TopicIdentity { settings: Some(settings), ..identity() };
+        let text = String::from_utf8(encode(&with_settings).unwrap()).unwrap();
+        assert!(text.contains("\"cleanup\": \"compact,delete\""), "{text}");
+        assert!(!text.contains("retention_age_ms"), "an absent limit is left out: {text}");
+        assert_eq!(decode(text.as_bytes()).unwrap(), with_settings);
+        assert!(decode(text.replace("compact,delete", "shred").as_bytes()).is_err());
     }
 
     #[test]

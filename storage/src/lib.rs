@@ -37,6 +37,7 @@ mod replace;
 mod retention;
 mod scan;
 mod segment;
+mod settings;
 mod space;
 mod store;
 mod writer;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
-use protocol::{EpochHistory, TopicUid};
+use protocol::{EpochHistory, TopicSettings, TopicUid};
 use tokio::sync::{Notify, watch};
 
 use crate::config::LogConfig;
@@ -127,6 +127,8 @@ pub(crate) struct LogParts {
     pub(crate) active: SegmentWriter,
     /// The epoch history (empty if unknown).
     pub(crate) epochs: EpochHistory,
+    /// The explicit settings; `None` for the store's defaults.
+    pub(crate) settings: Option<TopicSettings>,
 }
 
 /// One topic's log. `Send + Sync`; shared as `Arc<Log>` by the store and every task using the topic.
@@ -170,13 +172,29 @@ pub struct Log {
     epochs: RwLock<EpochHistory>,
     /// Counts changes of `epochs`, so a reader can tell cheaply whether it has sent the latest.
     epochs_version: AtomicU64,
+    /// The explicit settings (`None`: the store's defaults), changed only through the store.
+    settings: RwLock<Option<TopicSettings>>,
+    /// Counts changes of `settings`, so a reader can tell cheaply whether it has sent the latest.
+    settings_version: AtomicU64,
 }
 
 impl Log {
     /// Builds a log from its parts. Everything in the parts is durable (created empty or recovered and
     /// synced), so every position starts at the end.
     pub(crate) fn assemble(parts: LogParts) -> Log {
-        let LogParts { name, uid, generation, dir, created_ms, config, meta, sealed, active, epochs } = parts;
+        let LogParts {
+            name,
+            uid,
+            generation,
+            dir,
+            created_ms,
+            config,
+            meta,
+            sealed,
+            active,
+            epochs,
+            settings,
+        } = parts;
         let active_segment = Arc::clone(active.segment());
         let state = active_segment.state();
         let next_offset = state.end_offset;
@@ -214,6 +232,8 @@ impl Log {
             wakers: Mutex::new(Vec::new()),
             epochs: RwLock::new(epochs),
             epochs_version: AtomicU64::new(0),
+            settings: RwLock::new(settings),
+            settings_version: AtomicU64::new(0),
         }
     }
 
@@ -278,6 +298,25 @@ impl Log {
     pub(crate) fn replace_epochs(&self, epochs: EpochHistory) {
         *self.epochs.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = epochs;
         self.epochs_version.fetch_add(1, Ordering::AcqRel);
+        self.wake_readers();
+    }
+
+    /// The topic's explicit settings, or `None` if it has none (it follows the store's configuration:
+    /// `delete`, the configured retention).
+    pub fn settings(&self) -> Option<TopicSettings> {
+        *self.settings.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A number that changes whenever the settings do.
+    pub fn settings_version(&self) -> u64 {
+        self.settings_version.load(Ordering::Acquire)
+    }
+
+    /// Replaces the settings in memory and wakes the log's readers, so that they pass them on. The store
+    /// persists them first.
+    pub(crate) fn replace_settings(&self, settings: Option<TopicSettings>) {
+        *self.settings.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
+        self.settings_version.fetch_add(1, Ordering::AcqRel);
         self.wake_readers();
     }
 

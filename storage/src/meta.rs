@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use protocol::{Epoch, EpochHistory, TopicUid};
+use protocol::{Cleanup, Epoch, EpochHistory, TopicSettings, TopicUid};
 use rusqlite::{Connection, params};
 
 use crate::error::Error;
@@ -39,6 +39,8 @@ pub(crate) struct TopicRow {
     pub(crate) created_ms: u64,
     /// The topic's epoch history (empty if unknown).
     pub(crate) epochs: EpochHistory,
+    /// The topic's explicit settings; `None` for the store's defaults.
+    pub(crate) settings: Option<TopicSettings>,
 }
 
 /// A segment as the database records it.
@@ -155,6 +157,7 @@ impl Meta {
                 log_start: from_sql(log_start),
                 created_ms: from_sql(created_ms),
                 epochs: EpochHistory::default(),
+                settings: None,
             });
         }
         let mut statement = connection
@@ -180,7 +183,56 @@ impl Meta {
                 })?;
             }
         }
+        let mut settings = self.settings(&connection)?;
+        for topic in &mut topics {
+            topic.settings = settings.remove(&topic.name);
+        }
         Ok(topics)
+    }
+
+    /// Every topic's explicit settings, by topic name.
+    fn settings(&self, connection: &Connection) -> Result<BTreeMap<String, TopicSettings>, Error> {
+        let mut statement = connection
+            .prepare(
+                "SELECT topic, cleanup, retention_bytes, retention_age_ms, tombstone_retention_ms FROM settings",
+            )
+            .map_err(self.error("list settings"))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Option<i64>>(2)?,
+                    row.get::<_, Option<i64>>(3)?,
+                    row.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .map_err(self.error("list settings"))?;
+        let mut settings = BTreeMap::new();
+        for row in rows {
+            let (topic, cleanup, retention_bytes, retention_age_ms, tombstone_retention_ms) =
+                row.map_err(self.error("list settings"))?;
+            let cleanup = cleanup.parse::<Cleanup>().map_err(|detail| Error::CorruptMeta {
+                path: self.path.clone(),
+                detail: format!("topic {topic:?}: {detail}"),
+            })?;
+            let explicit = TopicSettings {
+                cleanup,
+                retention_bytes: retention_bytes.map(from_sql),
+                retention_age_ms: retention_age_ms.map(from_sql),
+                tombstone_retention_ms: tombstone_retention_ms.map(from_sql),
+            };
+            settings.insert(topic, explicit);
+        }
+        Ok(settings)
+    }
+
+    /// Replaces a topic's explicit settings (`None`: back to the store's defaults).
+    pub(crate) fn set_settings(&self, topic: &str, settings: Option<&TopicSettings>) -> Result<(), Error> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction().map_err(self.error("record settings"))?;
+        replace_settings(&transaction, topic, settings).map_err(self.error("record settings"))?;
+        transaction.commit().map_err(self.error("record settings"))
     }
 
     /// Replaces a topic's epoch history.
@@ -328,6 +380,7 @@ impl Meta {
             .map_err(self.error("delete a topic"))?;
         replace_epochs(&transaction, topic, &EpochHistory::default())
             .map_err(self.error("delete a topic"))?;
+        replace_settings(&transaction, topic, None).map_err(self.error("delete a topic"))?;
         transaction.commit().map_err(self.error("delete a topic"))
     }
 
@@ -385,7 +438,31 @@ fn put_topic_row(connection: &Connection, topic: &TopicRow, replace: bool) -> Re
             to_sql(topic.created_ms)
         ],
     )?;
-    replace_epochs(connection, &topic.name, &topic.epochs)
+    replace_epochs(connection, &topic.name, &topic.epochs)?;
+    replace_settings(connection, &topic.name, topic.settings.as_ref())
+}
+
+/// Replaces the settings row of a topic; `None` removes it.
+fn replace_settings(
+    connection: &Connection,
+    topic: &str,
+    settings: Option<&TopicSettings>,
+) -> Result<(), rusqlite::Error> {
+    connection.execute("DELETE FROM settings WHERE topic = ?1", params![topic])?;
+    if let Some(settings) = settings {
+        connection.execute(
+            "INSERT INTO settings (topic, cleanup, retention_bytes, retention_age_ms, tombstone_retention_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                topic,
+                settings.cleanup.as_str(),
+                settings.retention_bytes.map(to_sql),
+                settings.retention_age_ms.map(to_sql),
+                settings.tombstone_retention_ms.map(to_sql),
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 /// Replaces the epoch rows of a topic.
@@ -443,6 +520,7 @@ mod tests {
             log_start: 5,
             created_ms: 9,
             epochs: EpochHistory::first(0).begin(7),
+            settings: None,
         }
     }
 

@@ -1,5 +1,7 @@
 //! Retention: removing a log's oldest sealed segments once the log is larger than `retention_bytes` or a
-//! segment's newest record is older than `retention_age`. Whole sealed segments only; the active segment is
+//! segment's newest record is older than `retention_age`. The limits are the topic's own when it has
+//! explicit settings (`Log::settings`; a limit left out is no limit, and `compact` alone never removes a
+//! segment), the store's configuration otherwise. Whole sealed segments only; the active segment is
 //! never removed. The log start moves first (readers below it get [`crate::Error::OffsetBelowLogStart`]),
 //! then SQLite is updated, then the files are deleted, so a crash at any point leaves either the segment
 //! or a file that recovery recognises as left over and deletes.
@@ -81,11 +83,24 @@ pub(crate) fn plan(
 }
 
 impl Log {
-    /// Applies the configured retention to this log at time `now_ms`; returns what was removed, if
-    /// anything.
+    /// The retention limits that apply to this log: bytes and age in milliseconds, each `None` for no
+    /// limit. A topic with explicit settings has its own (none under `compact` alone); others the store's.
+    pub fn retention_limits(&self) -> (Option<u64>, Option<u64>) {
+        match self.settings() {
+            Some(settings) if !settings.cleanup.deletes() => (None, None),
+            Some(settings) => (settings.retention_bytes, settings.retention_age_ms),
+            None => (
+                self.config.retention_bytes,
+                self.config.retention_age.map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+            ),
+        }
+    }
+
+    /// Applies this log's retention limits ([`Log::retention_limits`]) at time `now_ms`; returns what was
+    /// removed, if anything.
     pub(crate) fn enforce_retention(&self, now_ms: u64) -> Result<Option<TopicRetention>, Error> {
-        let retention_age_ms = self.config.retention_age.map(|age| age.as_millis() as u64);
-        if self.config.retention_bytes.is_none() && retention_age_ms.is_none() {
+        let (retention_bytes, retention_age_ms) = self.retention_limits();
+        if retention_bytes.is_none() && retention_age_ms.is_none() {
             return Ok(None);
         }
         let (removed, log_start) = {
@@ -101,7 +116,7 @@ impl Log {
                     }
                 })
                 .collect();
-            let n = plan(&summaries, self.config.retention_bytes, retention_age_ms, now_ms);
+            let n = plan(&summaries, retention_bytes, retention_age_ms, now_ms);
             if n == 0 {
                 return Ok(None);
             }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use protocol::{EpochHistory, TopicUid, validate_topic_name};
+use protocol::{EpochHistory, TopicSettings, TopicUid, validate_topic_name};
 use tokio::sync::watch;
 
 use crate::config::{FlushPolicy, LogConfig};
@@ -128,23 +128,36 @@ impl Store {
     /// nobody can account for.
     /// Its epoch history is unknown until [`Store::adopt_epochs`] records its parent's.
     pub fn create_topic(&self, name: &str, uid: TopicUid, first_offset: u64) -> Result<Arc<Log>, Error> {
-        self.create(name, uid, first_offset, EpochHistory::default())
+        self.create(name, uid, first_offset, EpochHistory::default(), None)
     }
 
-    /// Creates a topic with `epochs` as its history.
+    /// Creates a topic at ROOT, at offset 0 with epoch 0, with `settings` (`None`: the store's defaults)
+    /// recorded with it in the same writes, so it never exists without them. Fails with
+    /// [`Error::TopicExists`] if the name is taken.
+    pub fn create_root_topic(
+        &self,
+        name: &str,
+        uid: TopicUid,
+        settings: Option<TopicSettings>,
+    ) -> Result<Arc<Log>, Error> {
+        self.create(name, uid, 0, EpochHistory::first(0), settings)
+    }
+
+    /// Creates a topic with `epochs` as its history and `settings` as its settings.
     fn create(
         &self,
         name: &str,
         uid: TopicUid,
         first_offset: u64,
         epochs: EpochHistory,
+        settings: Option<TopicSettings>,
     ) -> Result<Arc<Log>, Error> {
         check_name(name)?;
         let _admin = self.admin();
         if self.topic_map().contains_key(name) {
             return Err(Error::TopicExists { name: name.to_string() });
         }
-        let log = self.new_log(name, uid, first_offset, epochs)?;
+        let log = self.new_log(name, uid, first_offset, epochs, settings)?;
         let row = identity_row(&log);
         let topic_root = topic_root(&self.inner.root, name);
         let created = write_identity(&topic_root, &TopicIdentity::of_row(&row)).and_then(|()| {
@@ -169,7 +182,7 @@ impl Store {
         if let Some(log) = self.topic(name) {
             return Ok(log);
         }
-        match self.create(name, uid_if_new, 0, EpochHistory::first(0)) {
+        match self.create(name, uid_if_new, 0, EpochHistory::first(0), None) {
             Err(Error::TopicExists { .. }) => {
                 self.topic(name).ok_or_else(|| Error::UnknownTopic { name: name.to_string() })
             }
@@ -202,11 +215,13 @@ impl Store {
 
     /// Starts building a new copy of a topic (a full refresh) in a new generation directory, starting at
     /// `first_offset`. The copy is invisible to [`Store::topic`] until [`Store::commit_replace`]; append
-    /// to it through [`Replacement::log`]. The topic need not exist yet.
+    /// to it through [`Replacement::log`]. The topic need not exist yet. The new copy starts with the
+    /// current copy's settings ([`Replacement::set_settings`] changes them).
     pub fn begin_replace(&self, name: &str, uid: TopicUid, first_offset: u64) -> Result<Replacement, Error> {
         check_name(name)?;
         let _admin = self.admin();
-        let log = self.new_log(name, uid, first_offset, EpochHistory::default())?;
+        let settings = self.topic(name).and_then(|current| current.settings());
+        let log = self.new_log(name, uid, first_offset, EpochHistory::default(), settings)?;
         let row = SegmentRow::active(first_offset, log.created_ms);
         if let Err(error) = self.inner.meta.upsert_segments(name, log.generation, &[row]) {
             remove_dir_logged(&log.dir, "replacement creation failed");
@@ -325,6 +340,16 @@ impl Store {
         write_identity(&topic_root(&self.inner.root, log.name()), &identity)
     }
 
+    /// Rewrites a committed topic's identity file with new settings (the caller holds the admin lock).
+    pub(crate) fn write_identity_with_settings(
+        &self,
+        log: &Log,
+        settings: Option<TopicSettings>,
+    ) -> Result<(), Error> {
+        let identity = TopicIdentity { settings, ..TopicIdentity::of_row(&identity_row(log)) };
+        write_identity(&topic_root(&self.inner.root, log.name()), &identity)
+    }
+
     /// The metadata database.
     pub(crate) fn meta(&self) -> &Meta {
         &self.inner.meta
@@ -346,6 +371,7 @@ impl Store {
         uid: TopicUid,
         first_offset: u64,
         epochs: EpochHistory,
+        settings: Option<TopicSettings>,
     ) -> Result<Log, Error> {
         let root = &self.inner.root;
         let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
@@ -371,6 +397,7 @@ impl Store {
             sealed: Vec::new(),
             active,
             epochs,
+            settings,
         }))
     }
 
@@ -426,6 +453,7 @@ fn identity_row(log: &Log) -> TopicRow {
         log_start: log.log_start(),
         created_ms: log.created_ms,
         epochs: log.epochs(),
+        settings: log.settings(),
     }
 }
 

@@ -130,6 +130,15 @@ impl TestBroker {
         (status, response.json().await.unwrap_or_else(|error| panic!("POST {path}: not JSON: {error}")))
     }
 
+    /// PUTs a raw body (JSON or not, so that tests can send bad ones) and returns the status and the JSON
+    /// answer.
+    pub async fn put(&self, path: &str, body: &str) -> (u16, Value) {
+        let request = self.client.put(self.url(path)).header("content-type", "application/json");
+        let response = request.body(body.to_string()).send().await.expect("the broker answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_else(|error| panic!("PUT {path}: not JSON: {error}")))
+    }
+
     /// GETs JSON and returns the status and the answer.
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self.client.get(self.url(path)).send().await.expect("the broker answers");

@@ -16,6 +16,7 @@ use crate::node::Node;
 mod groups;
 mod ingest;
 mod ops;
+mod settings;
 mod test_api;
 mod test_sqlite;
 mod topics;
@@ -32,7 +33,7 @@ pub fn router(node: AppState) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/topics", get(topics::list))
-        .route("/api/v1/topics/{topic}", get(topics::describe))
+        .route("/api/v1/topics/{topic}", get(topics::describe).put(settings::put))
         .route("/api/v1/topics/{topic}/records", get(topics::records))
         .route("/api/v1/topics/{topic}/messages", post(ingest::publish))
         .route("/api/v1/groups", get(groups::list))

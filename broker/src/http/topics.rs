@@ -1,4 +1,5 @@
-//! Reading topics over HTTP: the list, one topic's description, and records from an offset, as JSON for
+//! Reading topics over HTTP: the list, one topic's description (with its settings; setting them is
+//! `settings.rs`), and records from an offset, as JSON for
 //! people (with a `next` cursor) or as the raw record bytes for tools and polling clients
 //! (`Accept: application/octet-stream`, with `X-First-Offset` and `X-Next-Offset` headers). The raw form is
 //! the design's HTTP fetch endpoint: the same bytes as a BATCH, straight from the segment.
@@ -6,7 +7,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use protocol::{RecordIter, RecordJson};
+use protocol::{RecordIter, RecordJson, SettingsJson};
 use serde::{Deserialize, Serialize};
 use service::{ApiPath, ApiQuery};
 use storage::Log;
@@ -44,6 +45,8 @@ pub struct TopicInfo {
     pub segments: usize,
     /// The epoch history, oldest first: `[epoch, start_offset]` pairs (empty if not known yet).
     pub epochs: Vec<(u32, u64)>,
+    /// The topic's settings: explicit (set at ROOT, carried down the tree), or this node's defaults.
+    pub settings: SettingsJson,
 }
 
 impl TopicInfo {
@@ -60,6 +63,7 @@ impl TopicInfo {
             bytes: stats.size_bytes,
             segments: stats.n_segments,
             epochs: log.epochs().entries().iter().map(|entry| (entry.epoch, entry.start_offset)).collect(),
+            settings: SettingsJson::of(log.settings(), log.retention_limits()),
         }
     }
 }

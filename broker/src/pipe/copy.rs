@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use client::{Durable, Fault, Sink, Work};
-use protocol::frame::{Epochs, Ready, Reset, StartPosition, TopicAnnounce, TopicStart, Welcome};
+use protocol::frame::{Epochs, Ready, Reset, Settings, StartPosition, TopicAnnounce, TopicStart, Welcome};
 use protocol::{ALL_TOPICS, CheckedBatch, NO_EPOCH, TopicUid};
 use storage::{Adopted, Log, Replacement};
 use tokio::task::JoinHandle;
@@ -211,6 +211,36 @@ impl Sink for ChildCopy {
             .map_err(|error| Fault::Storage(error.to_string()))?
             .map_err(|error| Fault::Storage(error.to_string()))?;
         Ok(matches!(adopted, Adopted::Diverged { .. }))
+    }
+
+    /// Records the parent's settings of a topic: for the refresh being built, or for the copy (durably,
+    /// before the batches that follow are stored), so that this node applies the same retention. Settings
+    /// of a topic not held, or of another uid, are left alone: the parent refreshes such a copy whole, and
+    /// sends them again after its RESET.
+    async fn on_settings(&mut self, settings: Settings) -> Result<(), Fault> {
+        if let Some(replacement) = self.refreshes.get(&settings.topic) {
+            replacement.set_settings(settings.settings);
+            return Ok(());
+        }
+        let Some(log) = self.node.store.topic(&settings.topic).filter(|log| log.uid() == settings.uid) else {
+            return Ok(());
+        };
+        if log.settings() == settings.settings {
+            return Ok(());
+        }
+        let store = Arc::clone(&self.node.store);
+        let changed = tokio::task::spawn_blocking(move || store.set_settings(&log, settings.settings))
+            .await
+            .map_err(|error| Fault::Storage(error.to_string()))?;
+        match changed {
+            Ok(_) => {
+                tracing::info!(topic = %settings.topic, settings = ?settings.settings, "topic settings from the parent");
+                Ok(())
+            }
+            // Replaced or deleted meanwhile: its successor gets the settings after its RESET.
+            Err(storage::Error::Closed { .. }) => Ok(()),
+            Err(error) => Err(Fault::Storage(error.to_string())),
+        }
     }
 
     /// Starts a full refresh of a topic: a replacement from the parent's log start, with the parent's uid.

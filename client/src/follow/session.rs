@@ -241,6 +241,7 @@ impl Session<'_> {
                     Err(fault) => Err(fault),
                 }
             }
+            Frame::Settings(settings) => sink.on_settings(settings).await.map(|()| Vec::new()),
             Frame::Topic(announce) => sink.on_topic(&announce).await.map(|()| Vec::new()),
             Frame::Reset(reset) => {
                 self.diverged.remove(&reset.topic);

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use bytes::Bytes;
 use protocol::json::RecordJson;
-use protocol::{RecordIter, RecordView};
+use protocol::{RecordIter, RecordView, SettingsJson};
 use serde::Serialize;
 use service::{ApiPath, ApiQuery};
 
@@ -31,6 +31,8 @@ pub struct TopicSummary {
     pub records: u64,
     /// Whether a full refresh is being received (queries still answer from this copy).
     pub refreshing: bool,
+    /// The topic's settings as the broker sent them (explicit), or the defaults of this copy.
+    pub settings: SettingsJson,
 }
 
 /// A page of `GET /api/v1/topics/{topic}/messages`.
@@ -61,6 +63,7 @@ pub async fn list_topics(State(state): State<AppState>) -> Json<Vec<TopicSummary
                 next_offset,
                 records: next_offset - first_offset,
                 refreshing: state.status.is_refreshing(&view.name),
+                settings: SettingsJson::of(view.log.settings(), view.log.retention_limits()),
             }
         })
         .collect();

@@ -117,7 +117,16 @@ pub fn document() -> Value {
                 "Topic": { "type": "object", "properties": {
                     "topic": { "type": "string" }, "uid": { "type": "string" },
                     "first_offset": { "type": "integer" }, "next_offset": { "type": "integer" },
-                    "records": { "type": "integer" }, "refreshing": { "type": "boolean" } } },
+                    "records": { "type": "integer" }, "refreshing": { "type": "boolean" },
+                    "settings": { "$ref": "#/components/schemas/TopicSettings" } } },
+                "TopicSettings": { "type": "object",
+                    "description": "the topic's settings as ROOT set them (explicit), or this copy's defaults (explicit false)",
+                    "properties": {
+                    "explicit": { "type": "boolean" },
+                    "cleanup": { "type": "string", "enum": ["delete", "compact", "compact,delete"] },
+                    "retention_bytes": { "type": "integer", "nullable": true },
+                    "retention_age_ms": { "type": "integer", "nullable": true },
+                    "tombstone_retention_ms": { "type": "integer", "nullable": true } } },
                 "Record": { "type": "object", "required": ["offset", "timestamp_ms"], "properties": {
                     "offset": { "type": "integer" }, "timestamp_ms": { "type": "integer" },
                     "key": { "type": "string", "nullable": true }, "key_base64": { "type": "string" },

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use protocol::SettingsJson;
 use serde::{Deserialize, Serialize};
 use service::{ApiJson, ApiQuery};
 use tokio::sync::mpsc::error::TrySendError;
@@ -61,6 +62,8 @@ pub struct TopicStats {
     pub last_refresh_ms: Option<u64>,
     /// Whether a full refresh is being received.
     pub refreshing: bool,
+    /// The topic's settings as the broker sent them (explicit), or the defaults of this copy.
+    pub settings: SettingsJson,
 }
 
 /// The handler's counts.
@@ -141,6 +144,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiErro
             last_timestamp_ms: log_stats.last_timestamp_ms,
             last_refresh_ms: last_refresh.get(&*view.name).copied().flatten(),
             refreshing: state.status.is_refreshing(&view.name),
+            settings: SettingsJson::of(view.log.settings(), view.log.retention_limits()),
         };
         topics.insert(view.name.to_string(), topic);
     }

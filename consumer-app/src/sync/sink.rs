@@ -10,9 +10,9 @@ use std::collections::{HashMap, VecDeque};
 use bytes::Bytes;
 use client::{Durable, Fault, Sink, Work};
 use protocol::frame::{
-    Epochs, Ready, Reset, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
+    Epochs, Ready, Reset, Settings, StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
 };
-use protocol::{ALL_TOPICS, CheckedBatch, EpochHistory, NO_EPOCH, RecordView, TopicUid};
+use protocol::{ALL_TOPICS, CheckedBatch, EpochHistory, NO_EPOCH, RecordView, TopicSettings, TopicUid};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -40,6 +40,8 @@ pub(super) struct AppSink<'s> {
     refreshes: HashMap<String, Refresh>,
     /// Epoch histories received for topics not held yet, adopted once their first records are stored.
     histories: HashMap<String, EpochHistory>,
+    /// Settings received for topics not held yet, recorded once their first records are stored.
+    settings: HashMap<String, (TopicUid, Option<TopicSettings>)>,
     /// The group whose keys are being indexed.
     indexing: Option<Indexing>,
     /// Indexed groups waiting for room in the handler queue.
@@ -72,6 +74,7 @@ impl<'s> AppSink<'s> {
             uids: HashMap::new(),
             refreshes: HashMap::new(),
             histories: HashMap::new(),
+            settings: HashMap::new(),
             indexing: None,
             to_handler: VecDeque::new(),
             acks: Vec::new(),
@@ -158,6 +161,11 @@ impl Sink for AppSink<'_> {
                     {
                         self.adopt_epochs(&topic, uid, history).await?;
                     }
+                    if !self.settings.is_empty()
+                        && let Some((settings_uid, settings)) = self.settings.remove(&topic)
+                    {
+                        self.store_settings(&topic, settings_uid, settings).await?;
+                    }
                     let first_new_offset = appended.first_new_offset;
                     (appended, first_new_offset, batches)
                 }
@@ -199,6 +207,22 @@ impl Sink for AppSink<'_> {
         Ok(false)
     }
 
+    /// The broker's settings of a topic: for the refresh being built, for the live copy, or kept for a
+    /// topic not held yet until its first records are stored.
+    async fn on_settings(&mut self, settings: Settings) -> Result<(), Fault> {
+        let Settings { topic, uid, settings } = settings;
+        if let Some(refresh) = self.refreshes.get(&topic) {
+            refresh.set_settings(settings);
+            return Ok(());
+        }
+        if self.sync.copy.view(&topic).is_some() {
+            self.settings.remove(&topic);
+            return self.store_settings(&topic, uid, settings).await;
+        }
+        self.settings.insert(topic, (uid, settings));
+        Ok(())
+    }
+
     async fn on_reset(&mut self, reset: Reset) -> Result<Vec<Durable>, Fault> {
         let Reset { topic, uid, log_start, end_offset } = reset;
         self.finish_indexing().await?;
@@ -209,6 +233,9 @@ impl Sink for AppSink<'_> {
         self.drain_handler().await?;
         self.uids.insert(topic.clone(), uid);
         self.sync.status.set_broker_end(&topic, end_offset);
+        // Settings kept for a topic not held yet describe the copy before this one; the broker sends the
+        // new copy's after RESET.
+        self.settings.remove(&topic);
         let copy = self.sync.copy.clone();
         let name = topic.clone();
         let refresh = tokio::task::spawn_blocking(move || copy.begin_refresh(&name, uid, log_start))
@@ -484,6 +511,21 @@ impl AppSink<'_> {
         let copy = self.sync.copy.clone();
         let name = topic.to_string();
         tokio::task::spawn_blocking(move || copy.adopt_epochs(&name, uid, history))
+            .await
+            .map_err(join_fault)?
+            .map_err(storage_fault)
+    }
+
+    /// Records the broker's settings of the live copy of `topic` (of `uid`), durably.
+    async fn store_settings(
+        &self,
+        topic: &str,
+        uid: TopicUid,
+        settings: Option<TopicSettings>,
+    ) -> Result<(), Fault> {
+        let copy = self.sync.copy.clone();
+        let name = topic.to_string();
+        tokio::task::spawn_blocking(move || copy.set_settings(&name, uid, settings))
             .await
             .map_err(join_fault)?
             .map_err(storage_fault)

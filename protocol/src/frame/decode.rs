@@ -9,12 +9,13 @@ use bytes::{Bytes, BytesMut};
 use super::crc::payload_crc;
 use super::{
     Ack, Batch, Epochs, ErrorCode, ErrorFrame, FRAME_HEADER_LEN, Frame, FrameType, Hello,
-    MAX_FRAME_LEN_LIMIT, Ping, Publish, PublishAck, Ready, Reset, Role, START_POSITION_LEN, Seek,
+    MAX_FRAME_LEN_LIMIT, Ping, Publish, PublishAck, Ready, Reset, Role, START_POSITION_LEN, Seek, Settings,
     StartPosition, TopicAnnounce, TopicPosition, TopicStart, Welcome,
 };
 use crate::epoch::{Epoch, EpochHistory};
 use crate::error::WireError;
 use crate::producer::{ProducerRecords, count_records};
+use crate::settings::{SETTINGS_LEN, TopicSettings};
 use crate::topic::TopicUid;
 
 /// The smallest encoding of one HELLO topic entry (an empty name), used to bound preallocation.
@@ -126,6 +127,7 @@ fn decode_payload(
         FrameType::Epochs => Frame::Epochs(read_epochs(&mut reader)?),
         FrameType::Publish => Frame::Publish(read_publish(&mut reader, records)?),
         FrameType::PublishAck => Frame::PublishAck(read_publish_ack(&mut reader)?),
+        FrameType::Settings => Frame::Settings(read_settings(&mut reader)?),
     };
     reader.finish()?;
     Ok(frame)
@@ -192,6 +194,29 @@ fn read_epochs(reader: &mut Reader<'_>) -> Result<Epochs, WireError> {
         reason: format!("epoch history: {reason}"),
     })?;
     Ok(Epochs { topic, uid, history })
+}
+
+fn read_settings(reader: &mut Reader<'_>) -> Result<Settings, WireError> {
+    let topic = reader.str16("topic")?;
+    let uid = reader.uid()?;
+    let settings = match reader.u8("explicit")? {
+        0 => None,
+        1 => {
+            let bytes = reader.array::<SETTINGS_LEN>("settings")?;
+            let settings = TopicSettings::from_bytes(&bytes).map_err(|reason| WireError::Malformed {
+                frame: reader.frame,
+                reason: format!("settings: {reason}"),
+            })?;
+            Some(settings)
+        }
+        other => {
+            return Err(WireError::Malformed {
+                frame: reader.frame,
+                reason: format!("explicit is {other}; it must be 0 or 1"),
+            });
+        }
+    };
+    Ok(Settings { topic, uid, settings })
 }
 
 /// One WELCOME entry, which is also the whole payload of POSITION.

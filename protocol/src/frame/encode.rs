@@ -158,6 +158,17 @@ fn encode_at(frame: &Frame, start: usize, dst: &mut Vec<u8>) -> Result<(), WireE
             writer.u64(ack.first_offset);
             writer.u64(ack.last_offset);
         }
+        Frame::Settings(settings) => {
+            writer.str16("topic", &settings.topic)?;
+            writer.uid(settings.uid);
+            match &settings.settings {
+                None => writer.u8(0),
+                Some(explicit) => {
+                    writer.u8(1);
+                    writer.dst.extend_from_slice(&explicit.to_bytes());
+                }
+            }
+        }
         Frame::Batch(batch) => {
             check_batch_fields(batch.first_offset, batch.last_offset, &batch.records)?;
             writer.str16("topic", &batch.topic)?;

@@ -10,7 +10,10 @@ use protocol::frame::{
     TopicStart, Welcome,
 };
 use protocol::record::encode_headers;
-use protocol::{Epoch, EpochHistory, Epochs, NO_EPOCH, NewRecord, ProducerRecords, TopicUid};
+use protocol::{
+    Cleanup, Epoch, EpochHistory, Epochs, NO_EPOCH, NewRecord, ProducerRecords, Settings, TopicSettings,
+    TopicUid,
+};
 
 /// Three records with offsets 40, 41 and 42.
 pub fn sample_records() -> Vec<u8> {
@@ -126,6 +129,16 @@ pub fn sample_frames() -> Vec<Frame> {
             sequence: 0x0102_0304_0506_0708,
             first_offset: 2_000,
             last_offset: 2_002,
+        }),
+        Frame::Settings(Settings {
+            topic: "prices".to_string(),
+            uid,
+            settings: Some(TopicSettings {
+                cleanup: Cleanup::CompactDelete,
+                retention_bytes: Some(256 << 20),
+                retention_age_ms: Some(7 * 86_400_000),
+                tombstone_retention_ms: None,
+            }),
         }),
     ]
 }

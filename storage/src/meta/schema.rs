@@ -8,13 +8,17 @@ use rusqlite::{Connection, ErrorCode, params};
 use crate::error::Error;
 
 /// The schema version this build writes and reads (SQLite's `user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// The columns every query of this module uses, one statement per table: preparing them proves that an
 /// existing database has this schema.
-const SCHEMA_PROBES: [(&str, &str); 3] = [
+const SCHEMA_PROBES: [(&str, &str); 4] = [
     ("topics", "SELECT name, uid, generation, log_start, created_ms FROM topics LIMIT 0"),
     ("epochs", "SELECT topic, epoch, start_offset FROM epochs LIMIT 0"),
+    (
+        "settings",
+        "SELECT topic, cleanup, retention_bytes, retention_age_ms, tombstone_retention_ms FROM settings LIMIT 0",
+    ),
     (
         "segments",
         "SELECT topic, generation, base_offset, last_offset, size_bytes, sealed, created_ms, sealed_ms,
@@ -24,6 +28,9 @@ const SCHEMA_PROBES: [(&str, &str); 3] = [
 
 /// The schema; `user_version` tells future versions what they are looking at. Version 2 added `epochs`
 /// (a version 1 database gains the empty table when opened: its topics then have no known history).
+/// Version 3 added `settings`, a topic's explicit settings (an older database gains the empty table when
+/// opened: its topics then have no explicit settings, which is what they had). `cleanup` holds the API
+/// word (`delete`, `compact`, `compact,delete`); a NULL limit is no limit.
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS topics (
     name        TEXT PRIMARY KEY,
@@ -50,7 +57,14 @@ CREATE TABLE IF NOT EXISTS epochs (
     start_offset  INTEGER NOT NULL,
     PRIMARY KEY (topic, epoch)
 );
-PRAGMA user_version = 2;
+CREATE TABLE IF NOT EXISTS settings (
+    topic                   TEXT PRIMARY KEY,
+    cleanup                 TEXT NOT NULL,
+    retention_bytes         INTEGER,
+    retention_age_ms        INTEGER,
+    tombstone_retention_ms  INTEGER
+);
+PRAGMA user_version = 3;
 ";
 
 /// Wraps an SQLite error from opening `path`: damage SQLite recognises (not a database, corrupt) makes
@@ -130,7 +144,7 @@ mod tests {
         assert!(matches!(error, Error::UnusableMeta { .. }), "{error}");
 
         let newer = dir.path().join("newer.sqlite");
-        Connection::open(&newer).unwrap().execute_batch("PRAGMA user_version = 3;").unwrap();
+        Connection::open(&newer).unwrap().execute_batch("PRAGMA user_version = 4;").unwrap();
         assert!(matches!(Meta::open(&newer), Err(Error::UnusableMeta { source: None, .. })));
 
         // A version 1 database (before epochs) opens, and its topics have no known history.
@@ -147,6 +161,34 @@ mod tests {
         let topics = Meta::open(&older).unwrap().topics().unwrap();
         assert_eq!(topics.len(), 1);
         assert!(topics[0].epochs.is_empty());
+        assert_eq!(topics[0].settings, None);
+
+        // A version 2 database (epochs, no settings) opens and migrates forward: its topics have no
+        // explicit settings, and settings can be recorded in it.
+        let version_2_file = dir.path().join("version-2.sqlite");
+        let version_2 = SCHEMA.split("CREATE TABLE IF NOT EXISTS settings").next().unwrap();
+        Connection::open(&version_2_file)
+            .unwrap()
+            .execute_batch(&format!(
+                "{version_2} PRAGMA user_version = 2;
+                 INSERT INTO topics VALUES ('t', '{}', 1, 0, 9);
+                 INSERT INTO epochs VALUES ('t', 0, 0);",
+                TopicUid(7)
+            ))
+            .unwrap();
+        let meta = Meta::open(&version_2_file).unwrap();
+        let topics = meta.topics().unwrap();
+        assert_eq!((topics.len(), topics[0].epochs.entries().len(), topics[0].settings), (1, 1, None));
+        let settings = protocol::TopicSettings { cleanup: protocol::Cleanup::Compact, ..Default::default() };
+        meta.set_settings("t", Some(&settings)).unwrap();
+        drop(meta);
+        let reopened = Meta::open(&version_2_file).unwrap();
+        assert_eq!(reopened.topics().unwrap()[0].settings, Some(settings));
+        let version: i64 = Connection::open(&version_2_file)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
 
         let empty = dir.path().join("empty.sqlite");
         std::fs::write(&empty, b"").unwrap();

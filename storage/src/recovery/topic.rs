@@ -171,6 +171,7 @@ impl TopicRun<'_> {
             sealed,
             active,
             epochs: topic.epochs.clone(),
+            settings: topic.settings,
         }))
     }
 
