@@ -1,5 +1,6 @@
 //! The one HTTP error of every service: a status, a stable machine-readable `error` code and a `detail` for a
-//! person, always answered as the JSON body `{"error": "...", "detail": "..."}`.
+//! person, always answered as the JSON body `{"error": "...", "detail": "..."}`, plus the few facts an error
+//! may carry for a client to act on (`"offset": 7`).
 //!
 //! This module owns the response shape, the rule that a 500 answers a generic body and logs its detail, and
 //! the codes every service shares: a body, query string or path that cannot be read, an unknown route, a
@@ -26,6 +27,9 @@ pub struct ApiError {
     pub error: &'static str,
     /// A sentence for a person saying what exactly was wrong.
     pub detail: String,
+    /// Facts a client may act on without reading `detail` (the offset of the tombstone that deleted a key),
+    /// answered beside `error` and `detail`; empty for most errors, and never answered with a 500.
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The `detail` every 500 answers; the real one is in the service's log.
@@ -38,12 +42,22 @@ struct ErrorBody<'a> {
     error: &'a str,
     /// The human-readable explanation.
     detail: &'a str,
+    /// The error's [`ApiError::fields`], flattened into the body.
+    #[serde(flatten)]
+    fields: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
     /// An answer with any status and code.
     pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status, error, detail: detail.into() }
+        ApiError { status, error, detail: detail.into(), fields: serde_json::Map::new() }
+    }
+
+    /// The same error with `name: value` added to its [`ApiError::fields`]. `name` must not be `error` or
+    /// `detail`.
+    pub fn with_field(mut self, name: &'static str, value: impl Into<serde_json::Value>) -> ApiError {
+        self.fields.insert(name.to_string(), value.into());
+        self
     }
 
     /// A 400 answer: the request is malformed.
@@ -145,13 +159,13 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let detail = if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+        let (detail, fields) = if self.status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = self.error, detail = %self.detail, "request failed");
-            INTERNAL_DETAIL
+            (INTERNAL_DETAIL, None)
         } else {
-            &self.detail
+            (self.detail.as_str(), Some(&self.fields))
         };
-        (self.status, Json(ErrorBody { error: self.error, detail })).into_response()
+        (self.status, Json(ErrorBody { error: self.error, detail, fields })).into_response()
     }
 }
 
@@ -189,6 +203,13 @@ mod tests {
         assert_eq!((status, body["error"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large")));
         let (status, body) = answer(ApiError::unavailable("not_ready", "no copy yet")).await;
         assert_eq!((status, body["detail"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("no copy yet")));
+        let deleted = ApiError::not_found("deleted", "key \"k\" was deleted").with_field("offset", 7);
+        let (status, body) = answer(deleted).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "deleted", "detail": "key \"k\" was deleted", "offset": 7})
+        );
     }
 
     #[tokio::test]

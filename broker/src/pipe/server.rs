@@ -48,14 +48,14 @@ pub async fn endpoint(
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => {
-            return ApiError {
-                status: rejection.status(),
-                error: "not_websocket",
-                detail: format!(
+            return ApiError::new(
+                rejection.status(),
+                "not_websocket",
+                format!(
                     "GET /api/v1/pipe is the WebSocket endpoint of child brokers: {}",
                     rejection.body_text()
                 ),
-            }
+            )
             .into_response();
         }
     };
