@@ -3,8 +3,8 @@
 //!
 //! A [`TopicView`] pairs a log with the key generation that indexes it; queries take one view and read
 //! only through it, so they see one complete copy even while a refresh swaps in the next one. This module
-//! owns appends, repair at start and queries. Full refresh lives in `refresh.rs`; the network lives in
-//! `sync.rs`. Every method here blocks (call it from `spawn_blocking`).
+//! owns appends, repair at start and queries; the queries by key are in `copy/keys.rs`. Full refresh lives in
+//! `refresh.rs`; the network lives in `sync.rs`. Every method here blocks (call it from `spawn_blocking`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -17,6 +17,10 @@ use storage::{LogConfig, Store};
 use crate::db::{Db, db_path};
 use crate::error::Error;
 use crate::now_ms;
+
+mod keys;
+
+pub use keys::{KeyLookup, KeyPage};
 
 /// The most records one read of the log returns while re-indexing or replaying.
 pub const READ_CHUNK_RECORDS: usize = 10_000;
@@ -323,21 +327,6 @@ impl LocalCopy {
         self.with_current_view(topic, |view| read_one(&view.log, offset))
     }
 
-    /// The latest record of `topic` with `key`: `Ok(None)` for an unknown topic, `Ok(Some(None))` for a key
-    /// the copy does not hold or that a tombstone deleted.
-    pub fn latest_by_key(&self, topic: &str, key: &[u8]) -> Result<Option<Option<Bytes>>, Error> {
-        self.with_current_view(topic, |view| {
-            let Some(offset) = self.db.key_offset(topic, view.generation, key).map_err(ViewError::Other)?
-            else {
-                return Ok(None);
-            };
-            let record = read_one(&view.log, offset)?;
-            Ok(record.filter(|bytes| {
-                RecordView::decode(bytes).ok().flatten().is_some_and(|(view, _)| !view.is_tombstone())
-            }))
-        })
-    }
-
     /// Runs a read against the live view of `topic`. If the read fails and a refresh swapped the view out
     /// meanwhile (the old log is closed and its files deleted), the read is run again on the new view, so a
     /// swap is never seen as an error. `Ok(None)` means the topic is unknown.
@@ -365,6 +354,7 @@ impl LocalCopy {
                     Error::Storage { context: "reading the local copy", topic: topic.to_string(), source }
                 }
                 ViewError::Other(error) => error,
+                ViewError::Swapped => Error::Swapped { topic: topic.to_string() },
             });
         }
     }
@@ -392,6 +382,9 @@ impl LocalCopy {
 enum ViewError {
     /// The log refused the read.
     Storage(Box<storage::Error>),
+    /// A read of several steps saw its view swapped out before it finished, so its steps may describe two
+    /// copies; it is run again on the new view.
+    Swapped,
     /// Anything else.
     Other(Error),
 }

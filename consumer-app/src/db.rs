@@ -1,6 +1,7 @@
 //! The one module that talks to `app.sqlite`: the key index (`(topic, generation, key) -> latest offset`),
 //! each topic's position (uid, live key generation, how far it is indexed and handled) and pending refresh
-//! requests; and, in `db/history.rs`, the refresh history and the dead letters.
+//! requests; in `db/keys.rs`, the queries of the key index; and, in `db/history.rs`, the refresh history and
+//! the dead letters.
 //!
 //! It knows nothing of segment files: the local copy (`copy.rs`) decides what to write and when, and every
 //! call here is blocking (callers on the runtime use `spawn_blocking`). The index is derived from the segment
@@ -15,6 +16,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::error::Error;
 
 mod history;
+mod keys;
 
 pub use history::{DeadLetter, RefreshRow};
 
@@ -228,30 +230,6 @@ impl Db {
             .and_then(|mut update| update.execute(params![topic, handled_to as i64]))
             .map_err(sqlite("moving the handled position"))?;
         Ok(())
-    }
-
-    /// The offset of the latest record with `key` in `generation` of `topic`, if any.
-    pub fn key_offset(&self, topic: &str, generation: u64, key: &[u8]) -> Result<Option<u64>, Error> {
-        let conn = lock(&self.reader);
-        let mut stmt = conn
-            .prepare_cached("SELECT offset FROM keys WHERE topic = ?1 AND generation = ?2 AND key = ?3")
-            .map_err(sqlite("looking up a key"))?;
-        stmt.query_row(params![topic, generation as i64, key], |row| row.get::<_, i64>(0))
-            .optional()
-            .map(|offset| offset.map(|offset| offset as u64))
-            .map_err(sqlite("looking up a key"))
-    }
-
-    /// Number of keys in `generation` of `topic`.
-    pub fn key_count(&self, topic: &str, generation: u64) -> Result<u64, Error> {
-        let conn = lock(&self.reader);
-        conn.query_row(
-            "SELECT COUNT(*) FROM keys WHERE topic = ?1 AND generation = ?2",
-            params![topic, generation as i64],
-            |row| row.get::<_, i64>(0),
-        )
-        .map(|n| n as u64)
-        .map_err(sqlite("counting keys"))
     }
 
     /// Starts a refresh of `topic`: drops key rows of any generation but the live one (an old generation

@@ -55,6 +55,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A refresh swapped the copy of a topic out under every attempt to read it whole.
+    #[error("a refresh swapped the copy of topic {topic:?} out under every attempt to read it")]
+    Swapped {
+        /// The topic concerned.
+        topic: String,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("a blocking task failed")]
     Join(#[from] tokio::task::JoinError),

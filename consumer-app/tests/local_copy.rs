@@ -4,6 +4,7 @@
 mod common;
 
 use common::{open_copy, records, tombstone};
+use consumer_app::copy::KeyLookup;
 use protocol::{CheckedBatch, RecordIter, TopicUid};
 
 const UID: TopicUid = TopicUid(0xA1);
@@ -37,9 +38,9 @@ fn appends_drop_duplicates_and_refuse_gaps() {
     let offsets: Vec<u64> = RecordIter::new(&page.records).map(|view| view.unwrap().offset()).collect();
     assert_eq!(offsets, (0..15).collect::<Vec<_>>());
     // k0 was last written at offset 12, k1 at 13, k2 at 14.
-    assert_eq!(value_of(&copy.latest_by_key("prices", b"k0").unwrap().unwrap().unwrap()), "v12");
-    assert_eq!(value_of(&copy.latest_by_key("prices", b"k2").unwrap().unwrap().unwrap()), "v14");
-    assert!(copy.latest_by_key("prices", b"nope").unwrap().unwrap().is_none());
+    assert_eq!(value_of(&copy.latest_by_key("prices", b"k0").unwrap().unwrap().live().unwrap()), "v12");
+    assert_eq!(value_of(&copy.latest_by_key("prices", b"k2").unwrap().unwrap().live().unwrap()), "v14");
+    assert!(copy.latest_by_key("prices", b"nope").unwrap().unwrap().live().is_none());
     assert!(copy.latest_by_key("absent", b"k0").unwrap().is_none());
 }
 
@@ -49,8 +50,9 @@ fn a_tombstone_hides_its_key() {
     let copy = open_copy(dir.path());
     copy.append("prices", UID, &records(0..2, |offset| (format!("k{offset}"), "v".into())), |_| {}).unwrap();
     copy.append("prices", UID, &tombstone(2, "k0"), |_| {}).unwrap();
-    assert!(copy.latest_by_key("prices", b"k0").unwrap().unwrap().is_none());
-    assert!(copy.latest_by_key("prices", b"k1").unwrap().unwrap().is_some());
+    assert_eq!(copy.latest_by_key("prices", b"k0").unwrap().unwrap(), KeyLookup::Deleted { offset: 2 });
+    assert_eq!(copy.latest_by_key("prices", b"never").unwrap().unwrap(), KeyLookup::Unknown);
+    assert!(copy.latest_by_key("prices", b"k1").unwrap().unwrap().live().is_some());
     // The tombstone is still a record of the copy.
     assert!(copy.record_at("prices", 2).unwrap().unwrap().is_some());
 }
@@ -73,8 +75,8 @@ fn records_stored_but_not_indexed_are_indexed_at_start() {
     }
     let copy = open_copy(dir.path());
     assert_eq!(copy.view("prices").unwrap().log.next_offset(), 8);
-    assert_eq!(value_of(&copy.latest_by_key("prices", b"k0").unwrap().unwrap().unwrap()), "new");
-    assert_eq!(value_of(&copy.latest_by_key("prices", b"k4").unwrap().unwrap().unwrap()), "old");
+    assert_eq!(value_of(&copy.latest_by_key("prices", b"k0").unwrap().unwrap().live().unwrap()), "new");
+    assert_eq!(value_of(&copy.latest_by_key("prices", b"k4").unwrap().unwrap().live().unwrap()), "old");
     let row = copy.db().topic("prices").unwrap().unwrap();
     assert_eq!(row.indexed_to, 8);
 }
@@ -98,15 +100,18 @@ fn refresh_is_invisible_until_commit() {
     // Queries still see the old, complete copy.
     let view = copy.view("prices").unwrap();
     assert_eq!((view.log.uid(), view.log.log_start(), view.log.next_offset()), (UID, 0, 100));
-    assert_eq!(value_of(&copy.latest_by_key("prices", b"k60").unwrap().unwrap().unwrap()), "old");
-    assert!(copy.latest_by_key("prices", b"k110").unwrap().unwrap().is_none());
+    assert_eq!(value_of(&copy.latest_by_key("prices", b"k60").unwrap().unwrap().live().unwrap()), "old");
+    assert!(copy.latest_by_key("prices", b"k110").unwrap().unwrap().live().is_none());
 
     copy.commit_refresh(refresh).unwrap();
     let view = copy.view("prices").unwrap();
     assert_eq!((view.log.uid(), view.log.log_start(), view.log.next_offset()), (new_uid, 50, 120));
-    assert_eq!(value_of(&copy.latest_by_key("prices", b"k60").unwrap().unwrap().unwrap()), "new");
-    assert_eq!(value_of(&copy.latest_by_key("prices", b"k110").unwrap().unwrap().unwrap()), "new");
-    assert!(copy.latest_by_key("prices", b"k10").unwrap().unwrap().is_none(), "k10 is not in the new copy");
+    assert_eq!(value_of(&copy.latest_by_key("prices", b"k60").unwrap().unwrap().live().unwrap()), "new");
+    assert_eq!(value_of(&copy.latest_by_key("prices", b"k110").unwrap().unwrap().live().unwrap()), "new");
+    assert!(
+        copy.latest_by_key("prices", b"k10").unwrap().unwrap().live().is_none(),
+        "k10 is not in the new copy"
+    );
     let row = copy.db().topic("prices").unwrap().unwrap();
     assert!(row.last_refresh_ms.is_some());
     assert!(copy.db().pending_refreshes().unwrap().is_empty());
@@ -117,7 +122,7 @@ fn refresh_is_invisible_until_commit() {
     let copy = open_copy(dir.path());
     let view = copy.view("prices").unwrap();
     assert_eq!((view.log.uid(), view.log.next_offset()), (new_uid, 120));
-    assert_eq!(value_of(&copy.latest_by_key("prices", b"k60").unwrap().unwrap().unwrap()), "new");
+    assert_eq!(value_of(&copy.latest_by_key("prices", b"k60").unwrap().unwrap().live().unwrap()), "new");
 }
 
 #[test]
@@ -132,7 +137,7 @@ fn an_abandoned_refresh_leaves_the_old_copy_and_stays_pending() {
         .unwrap();
     copy.abandon_refresh(refresh).unwrap();
     assert_eq!(copy.view("prices").unwrap().log.next_offset(), 10);
-    assert_eq!(value_of(&copy.latest_by_key("prices", b"k3").unwrap().unwrap().unwrap()), "old");
+    assert_eq!(value_of(&copy.latest_by_key("prices", b"k3").unwrap().unwrap().live().unwrap()), "old");
     assert_eq!(copy.db().pending_refreshes().unwrap(), vec!["prices".to_string()]);
 }
 
@@ -156,8 +161,8 @@ fn a_crash_mid_refresh_leaves_the_old_copy() {
     let copy = open_copy(dir.path());
     let view = copy.view("prices").unwrap();
     assert_eq!((view.log.uid(), view.log.next_offset()), (UID, 10));
-    assert_eq!(value_of(&copy.latest_by_key("prices", b"k3").unwrap().unwrap().unwrap()), "old");
-    assert!(copy.latest_by_key("prices", b"k20").unwrap().unwrap().is_none());
+    assert_eq!(value_of(&copy.latest_by_key("prices", b"k3").unwrap().unwrap().live().unwrap()), "old");
+    assert!(copy.latest_by_key("prices", b"k20").unwrap().unwrap().live().is_none());
     assert_eq!(copy.db().pending_refreshes().unwrap(), vec!["prices".to_string()]);
     assert_eq!(copy.db().refreshes(1).unwrap()[0].outcome, "abandoned");
 }
@@ -175,7 +180,7 @@ fn a_refresh_can_create_a_topic() {
     // Live batches continue the refreshed copy.
     copy.append("fresh", UID, &records(3..5, |offset| (format!("k{offset}"), "v".into())), |_| {}).unwrap();
     assert_eq!(copy.view("fresh").unwrap().log.next_offset(), 5);
-    assert!(copy.latest_by_key("fresh", b"k4").unwrap().unwrap().is_some());
+    assert!(copy.latest_by_key("fresh", b"k4").unwrap().unwrap().live().is_some());
 }
 
 #[test]
@@ -195,7 +200,7 @@ fn a_lost_app_database_is_rebuilt_from_the_log() {
         let _ = std::fs::remove_file(dir.path().join(name));
     }
     let copy = open_copy(dir.path());
-    assert_eq!(value_of(&copy.latest_by_key("prices", b"k3").unwrap().unwrap().unwrap()), "v43");
+    assert_eq!(value_of(&copy.latest_by_key("prices", b"k3").unwrap().unwrap().live().unwrap()), "v43");
     let row = copy.db().topic("prices").unwrap().unwrap();
     assert_eq!((row.uid, row.indexed_to, row.handled_to), (UID, 50, 0));
 }
@@ -209,8 +214,8 @@ fn records_a_failed_index_left_out_are_caught_up() {
     let batch = records(3..6, |offset| (format!("k{offset}"), "v".into()));
     let batch = CheckedBatch::from_records("prices", batch.into()).unwrap();
     copy.append_log("prices", UID, &[batch]).unwrap();
-    assert!(copy.latest_by_key("prices", b"k4").unwrap().unwrap().is_none());
+    assert!(copy.latest_by_key("prices", b"k4").unwrap().unwrap().live().is_none());
     copy.catch_up_index().unwrap();
-    assert!(copy.latest_by_key("prices", b"k4").unwrap().unwrap().is_some());
+    assert!(copy.latest_by_key("prices", b"k4").unwrap().unwrap().live().is_some());
     assert_eq!(copy.db().topic("prices").unwrap().unwrap().indexed_to, 6);
 }

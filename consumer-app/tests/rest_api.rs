@@ -105,7 +105,13 @@ async fn bad_requests_get_json_errors() {
         ("/api/v1/topics/prices/messages?limit=1001", StatusCode::BAD_REQUEST, "bad_limit"),
         ("/api/v1/topics/prices/messages?limit=0", StatusCode::BAD_REQUEST, "bad_limit"),
         ("/api/v1/topics/prices/keys/UNKNOWN", StatusCode::NOT_FOUND, "unknown_key"),
-        ("/api/v1/topics/prices/keys/AAPL", StatusCode::NOT_FOUND, "unknown_key"),
+        ("/api/v1/topics/prices/keys/AAPL", StatusCode::NOT_FOUND, "deleted"),
+        ("/api/v1/topics/nope/keys", StatusCode::NOT_FOUND, "unknown_topic"),
+        ("/api/v1/topics/prices/keys?limit=0", StatusCode::BAD_REQUEST, "bad_limit"),
+        ("/api/v1/topics/prices/keys?limit=1001", StatusCode::BAD_REQUEST, "bad_limit"),
+        ("/api/v1/topics/prices/keys?limit=ten", StatusCode::BAD_REQUEST, "bad_limit"),
+        ("/api/v1/topics/prices/keys?after_base64=%21%21", StatusCode::BAD_REQUEST, "bad_query"),
+        ("/api/v1/topics/prices/keys?after=A&after_base64=QQ%3D%3D", StatusCode::BAD_REQUEST, "bad_query"),
         ("/api/v1/dead-letters?limit=5000", StatusCode::BAD_REQUEST, "bad_limit"),
         ("/no/such/route", StatusCode::NOT_FOUND, "no_such_route"),
     ];
@@ -115,6 +121,11 @@ async fn bad_requests_get_json_errors() {
         assert_eq!(body["error"], expected_error, "{uri}: {body}");
         assert!(body["detail"].as_str().is_some_and(|detail| !detail.is_empty()), "{uri}: {body}");
     }
+    // The 404s name the key, and `deleted` gives the tombstone's offset.
+    let (_, deleted) = get(&router, "/api/v1/topics/prices/keys/AAPL").await;
+    assert_eq!((deleted["key"].as_str(), deleted["offset"].as_u64()), (Some("AAPL"), Some(5)));
+    let (_, unknown) = get(&router, "/api/v1/topics/prices/keys/UNKNOWN").await;
+    assert_eq!((unknown["key"].as_str(), unknown.get("offset")), (Some("UNKNOWN"), None));
     // GOOGL is still there after AAPL's tombstone.
     assert_eq!(get(&router, "/api/v1/topics/prices/keys/GOOGL").await.0, StatusCode::OK);
 }
@@ -176,4 +187,37 @@ async fn health_ready_metrics_and_openapi() {
     assert!(text.contains("consumer_app_end_to_end_latency_seconds"), "{text}");
     let (code, letters) = get(&router, "/api/v1/dead-letters").await;
     assert_eq!((code, letters), (StatusCode::OK, serde_json::json!([])));
+}
+
+#[tokio::test]
+async fn keys_that_are_not_text_page_by_base64_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = open_copy(dir.path());
+    let mut bytes = Vec::new();
+    for (offset, key) in [b"b".as_slice(), b"\xff\x00", b"a", b"\xfe"].into_iter().enumerate() {
+        protocol::NewRecord::new(key, b"1").encode_to_vec(offset as u64, 1_700_000_000_000, &mut bytes);
+    }
+    copy.append("raw", UID, &bytes, |_| {}).unwrap();
+    copy.append("raw", UID, &common::tombstone(4, "b"), |_| {}).unwrap();
+    let (router, _status, _commands) = router(copy);
+
+    let (status, page) = get(&router, "/api/v1/topics/raw/keys?limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        (page["keys"][0]["key"].as_str(), page["keys"][1]["key_base64"].as_str()),
+        (Some("a"), Some("/g=="))
+    );
+    assert_eq!(
+        (&page["next_after"], page["next_after_base64"].as_str()),
+        (&serde_json::Value::Null, Some("/g=="))
+    );
+    let (status, page) = get(&router, "/api/v1/topics/raw/keys?limit=2&after_base64=%2Fg%3D%3D").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["keys"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(
+        (page["keys"][0]["key_base64"].as_str(), page["keys"][0]["offset"].as_u64()),
+        (Some("/wA="), Some(1))
+    );
+    assert_eq!(page["next_after"], serde_json::Value::Null);
+    assert!(page.get("next_after_base64").is_none(), "{page}");
 }

@@ -34,8 +34,8 @@ const SQLITE_USERS: [SqliteUser; 4] = [
     },
     SqliteUser {
         crate_dir: "consumer-app",
-        quote: "`db.rs` (+ `db/history.rs`): the only module that talks to `app.sqlite`",
-        only_modules: Some(&["db.rs", "db/history.rs"]),
+        quote: "`db.rs` (+ `db/history.rs`, `db/keys.rs`): the only module that talks to `app.sqlite`",
+        only_modules: Some(&["db.rs", "db/history.rs", "db/keys.rs"]),
     },
 ];
 

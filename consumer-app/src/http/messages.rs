@@ -1,5 +1,5 @@
-//! Query endpoints: the topics held, records by offset range with a cursor, one record by offset, and the
-//! latest record by key. Records are shown as `protocol::json::RecordJson`. Reads run on the blocking pool
+//! Query endpoints: the topics held, records by offset range with a cursor and one record by offset (the
+//! queries by key are in `keys.rs`). Records are shown as `protocol::json::RecordJson`. Reads run on the blocking pool
 //! and go through one topic view each, so a page never mixes two copies.
 
 use std::collections::HashMap;
@@ -119,23 +119,6 @@ pub async fn get_message(
     Ok(Json(one_json(&topic, &record)?))
 }
 
-/// `GET /api/v1/topics/{topic}/keys/{key}`: the latest record with the key; 404 if there is none or the
-/// latest is a tombstone.
-pub async fn get_by_key(
-    State(state): State<AppState>,
-    ApiPath((topic, key)): ApiPath<(String, String)>,
-) -> Result<Json<RecordJson>, ApiError> {
-    let copy = state.copy.clone();
-    let (name, key_bytes) = (topic.clone(), key.clone().into_bytes());
-    let record = tokio::task::spawn_blocking(move || copy.latest_by_key(&name, &key_bytes))
-        .await??
-        .ok_or_else(|| unknown_topic(&topic))?
-        .ok_or_else(|| {
-            ApiError::not_found("unknown_key", format!("topic {topic:?} has no live record with key {key:?}"))
-        })?;
-    Ok(Json(one_json(&topic, &record)?))
-}
-
 /// The JSON form of every record in `records`.
 fn to_json(topic: &str, records: &Bytes) -> Result<Vec<RecordJson>, ApiError> {
     RecordIter::new(records)
@@ -145,7 +128,7 @@ fn to_json(topic: &str, records: &Bytes) -> Result<Vec<RecordJson>, ApiError> {
 }
 
 /// The JSON form of the single record in `record`.
-fn one_json(topic: &str, record: &Bytes) -> Result<RecordJson, ApiError> {
+pub(crate) fn one_json(topic: &str, record: &Bytes) -> Result<RecordJson, ApiError> {
     let decoded = RecordView::decode(record).and_then(|decoded| match decoded {
         Some((view, _)) => RecordJson::from_view(&view),
         None => Err(protocol::WireError::TruncatedBatch { remaining: record.len() }),

@@ -3,9 +3,10 @@
 //!
 //! This module wires the routes, serves liveness, readiness, metrics and the OpenAPI document, and says
 //! how the app's own errors and query parameters become an [`ApiError`] (whose JSON body and status
-//! mapping `service` owns); the query endpoints are in `messages.rs`, the operational ones in `stats.rs`.
+//! mapping `service` owns); the query endpoints are in `messages.rs` and `keys.rs`, the operational ones in `stats.rs`.
 //! It never writes to the copy.
 
+pub mod keys;
 pub mod messages;
 pub mod openapi;
 pub mod stats;
@@ -46,7 +47,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/topics", get(messages::list_topics))
         .route("/api/v1/topics/{topic}/messages", get(messages::list_messages))
         .route("/api/v1/topics/{topic}/messages/{offset}", get(messages::get_message))
-        .route("/api/v1/topics/{topic}/keys/{key}", get(messages::get_by_key))
+        .route("/api/v1/topics/{topic}/keys", get(keys::list_keys))
+        .route("/api/v1/topics/{topic}/keys/{key}", get(keys::get_by_key))
         .route("/api/v1/stats", get(stats::stats))
         .route("/api/v1/segments", get(stats::segments))
         .route("/api/v1/refresh", post(stats::refresh))

@@ -13,6 +13,7 @@ pub const DOCUMENTED_PATHS: &[&str] = &[
     "/api/v1/topics",
     "/api/v1/topics/{topic}/messages",
     "/api/v1/topics/{topic}/messages/{offset}",
+    "/api/v1/topics/{topic}/keys",
     "/api/v1/topics/{topic}/keys/{key}",
     "/api/v1/stats",
     "/api/v1/segments",
@@ -71,12 +72,34 @@ pub fn document() -> Value {
                     "400": error, "404": error
                 }
             } },
+            "/api/v1/topics/{topic}/keys": { "get": {
+                "summary": "The latest record of every live key (tombstoned keys left out), in byte order of the key, a page at a time",
+                "parameters": [
+                    topic,
+                    { "name": "after", "in": "query", "schema": { "type": "string" },
+                      "description": "list the keys above this one (exclusive); default from the first key" },
+                    { "name": "after_base64", "in": "query", "schema": { "type": "string", "format": "byte" },
+                      "description": "`after` in standard base64, for a key that is not UTF-8; not with `after`" },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 },
+                      "description": "the most keys on the page; fewer only on the last page" }
+                ],
+                "responses": {
+                    "200": { "description": "a page", "content": { "application/json": { "schema": {
+                        "$ref": "#/components/schemas/KeyPage" } } } },
+                    "400": error, "404": error
+                }
+            } },
             "/api/v1/topics/{topic}/keys/{key}": { "get": {
-                "summary": "The latest record with a key; 404 if unknown or deleted by a tombstone",
+                "summary": "The latest record with a key; 404 `deleted` (with the tombstone's offset) if a tombstone deleted it, 404 `unknown_key` if the copy holds no record with it",
                 "parameters": [ topic, { "name": "key", "in": "path", "required": true, "schema": { "type": "string" } } ],
                 "responses": {
                     "200": { "description": "the record", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Record" } } } },
-                    "404": error
+                    "404": { "description": "`unknown_topic`, `unknown_key` or `deleted`", "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["error", "detail"], "properties": {
+                            "error": { "type": "string", "enum": ["unknown_topic", "unknown_key", "deleted"] },
+                            "detail": { "type": "string" },
+                            "key": { "type": "string", "description": "the key asked for (`unknown_key`, `deleted`)" },
+                            "offset": { "type": "integer", "description": "the offset of the tombstone (`deleted`)" } } } } } }
                 }
             } },
             "/api/v1/stats": { "get": {
@@ -138,6 +161,13 @@ pub fn document() -> Value {
                     "messages": { "type": "array", "items": { "$ref": "#/components/schemas/Record" } },
                     "next": { "type": "integer", "nullable": true,
                               "description": "the `from` of the next page, or null at the end of the copy" } } },
+                "KeyPage": { "type": "object", "properties": {
+                    "topic": { "type": "string" },
+                    "keys": { "type": "array", "items": { "$ref": "#/components/schemas/Record" } },
+                    "next_after": { "type": "string", "nullable": true,
+                                    "description": "the `after` of the next page (the page's last key), or null on the last page" },
+                    "next_after_base64": { "type": "string",
+                                           "description": "the `after_base64` of the next page, only when the page's last key is not UTF-8" } } },
                 "DeadLetter": { "type": "object", "properties": {
                     "id": { "type": "integer" }, "topic": { "type": "string" }, "offset": { "type": "integer" },
                     "key": { "type": "string" }, "error": { "type": "string" }, "attempts": { "type": "integer" },
