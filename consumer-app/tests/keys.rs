@@ -1,6 +1,7 @@
 //! The queries by key through the real consumer-app binary syncing from a real broker: a key deleted by a
 //! tombstone, a key never seen and a key published again after its tombstone; and the list of live keys,
-//! paged with several limits and checked key by key against a model of what was published.
+//! paged with several limits, and while a full refresh runs, and checked key by key against a model of what
+//! was published.
 
 mod common;
 
@@ -136,6 +137,24 @@ async fn live_keys_page_in_byte_order_with_their_latest_values() {
         assert_eq!(pages.concat(), expected, "after {after:?}");
     }
 
+    // A full refresh builds the same keys in a new generation: pages read while it runs and swaps come from
+    // one copy or the other, never from a mix, so every pass through the pages still matches the model.
+    let refreshes_before = completed_refreshes(&app.get("/api/v1/stats").await.1);
+    let (status, body) = app.post("/api/v1/refresh", r#"{"topic": "catalog"}"#).await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let pages = page_through(&app, "catalog", Some(97), None).await;
+        assert_eq!(pages.concat(), live, "during a refresh");
+        let (_, stats) = app.get("/api/v1/stats").await;
+        if completed_refreshes(&stats) > refreshes_before {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the refresh did not complete: {stats}");
+    }
+    let pages = page_through(&app, "catalog", Some(97), None).await;
+    assert_eq!(pages.concat(), live, "after a refresh");
+
     for (query, error) in [
         ("?limit=0", "bad_limit"),
         ("?limit=1001", "bad_limit"),
@@ -199,6 +218,12 @@ async fn page_through(
         }
         assert!(pages.len() <= 1_000, "the pages never end");
     }
+}
+
+/// How many refreshes the stats list as completed.
+fn completed_refreshes(stats: &Value) -> usize {
+    let refreshes = stats["recent_refreshes"].as_array().unwrap_or_else(|| panic!("no refreshes in {stats}"));
+    refreshes.iter().filter(|refresh| refresh["outcome"] == "completed").count()
 }
 
 /// The `(key, offset, value)` of each entry of a key page; checks that none is a tombstone.
