@@ -36,8 +36,8 @@ async fn five_records_end_to_end() {
         page["messages"].as_array().unwrap().iter().map(|m| m["key"].as_str().unwrap()).collect();
     assert_eq!(keys, FIVE);
 
-    let (status, aapl) = app.get("/api/v1/topics/prices/keys/AAPL").await;
-    assert_eq!(status, 200);
+    // Keys are indexed just after records become readable: wait for the index, not only the position.
+    let aapl = app.wait_for("/api/v1/topics/prices/keys/AAPL", "AAPL indexed", |_| true).await;
     assert_eq!(aapl["value"], json!({ "symbol": "AAPL", "price": 100 }));
     assert_eq!(app.get("/ready").await.0, 200);
 

@@ -30,8 +30,9 @@ async fn check_complete(app: &AppProcess) -> bool {
     let (status, first) = app.get("/api/v1/topics/prices/messages/0").await;
     assert_eq!((status, first["offset"].as_u64()), (200, Some(0)), "{first}");
     // key-0 was written first at offset 0 and never again.
-    let (status, key) = app.get("/api/v1/topics/prices/keys/key-0").await;
-    assert_eq!((status, key["offset"].as_u64()), (200, Some(0)), "{key}");
+    // (Keys are indexed just after records become readable, so the index may need a moment to catch up.)
+    let key = app.wait_for("/api/v1/topics/prices/keys/key-0", "key-0 indexed", |_| true).await;
+    assert_eq!(key["offset"].as_u64(), Some(0), "{key}");
     topic["refreshing"] == true
 }
 
