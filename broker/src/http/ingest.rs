@@ -72,15 +72,17 @@ fn is_octet_stream(headers: &HeaderMap) -> bool {
 
 /// Refuses ingest on a node that is not ROOT.
 pub fn refuse_unless_root(node: &Node) -> Result<(), ApiError> {
+    only_at_root(node, "data enters the tree at ROOT only: publish to the ROOT broker")
+}
+
+/// 409 `not_root` on a node that is not ROOT, saying what is done at ROOT instead (`what`).
+pub fn only_at_root(node: &Node, what: &str) -> Result<(), ApiError> {
     if node.is_root() {
         return Ok(());
     }
     Err(ApiError::conflict(
         "not_root",
-        format!(
-            "this is a {} node; data enters the tree at ROOT only: publish to the ROOT broker",
-            node.config.level.as_str()
-        ),
+        format!("this is a {} node, not ROOT; {what}", node.config.level.as_str()),
     ))
 }
 

@@ -22,6 +22,7 @@ use service::units::{parse_duration, parse_size};
 use service::{ApiJson, ApiPath};
 use storage::Log;
 
+use super::ingest::only_at_root;
 use super::topics::TopicInfo;
 use super::{AppState, checked_topic};
 use crate::error::{ApiError, storage_api_error};
@@ -94,7 +95,7 @@ pub async fn put(
     ApiPath(topic): ApiPath<String>,
     ApiJson(body): ApiJson<Option<Value>>,
 ) -> Result<Response, ApiError> {
-    refuse_unless_root(&node)?;
+    only_at_root(&node, "topic settings are set at the ROOT broker and carried down the tree")?;
     checked_topic(&topic)?;
     let settings = SettingsBody::from_json(body)?.into_settings()?;
     let blocking_node = Arc::clone(&node);
@@ -130,20 +131,6 @@ fn put_settings(
         tracing::info!(%topic, settings = ?settings, "topic settings changed");
     }
     Ok((log, false))
-}
-
-/// Settings are set at ROOT only, like data: 409 `not_root` elsewhere.
-fn refuse_unless_root(node: &Node) -> Result<(), ApiError> {
-    if node.is_root() {
-        return Ok(());
-    }
-    Err(ApiError::conflict(
-        "not_root",
-        format!(
-            "this is a {} node, not ROOT; topic settings are set at the ROOT broker and carried down the tree",
-            node.config.level.as_str()
-        ),
-    ))
 }
 
 /// What kind of JSON value this is, for errors.
