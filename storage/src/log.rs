@@ -1,5 +1,5 @@
 //! One topic's log: its segments, its positions (start, next, durable, readable), flushing with group
-//! commit, and the watch channel that wakes readers. Appending is in `append.rs`, reading in `read.rs`,
+//! commit, and the wake-ups of readers. Appending is in `append.rs`, reading in `read.rs`,
 //! retention in `retention.rs`; this module owns the state they share. It does not know about other
 //! topics, the store's directory layout beyond its own generation directory, or the network.
 //!
@@ -8,11 +8,11 @@
 //! Lock order: flush mark, then writer, then segment list.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use protocol::{EpochHistory, TopicSettings, TopicUid};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::config::LogConfig;
 use crate::error::Error;
@@ -162,11 +162,10 @@ pub struct Log {
     pub(crate) readable_offset: AtomicU64,
     /// Records below this are durable.
     durable_offset: AtomicU64,
-    /// Wakes readers when `readable_offset` grows or the epoch history changes; taken (dropped) when the
-    /// log is closed.
-    readable_tx: RwLock<Option<watch::Sender<u64>>>,
-    /// Tasks woken directly whenever `readable_tx` would wake its receivers (a delivery session waiting on
-    /// many logs at once); forgotten once their owner drops them.
+    /// Set once the log was replaced or deleted.
+    closed: AtomicBool,
+    /// Readers woken when `readable_offset` grows, the epoch history or the settings change, or the log is
+    /// closed (a delivery session waiting on many logs at once); forgotten once their owner drops them.
     wakers: Mutex<Vec<Weak<Notify>>>,
     /// The epoch history, changed only through the store (which keeps SQLite and the identity file in step).
     epochs: RwLock<EpochHistory>,
@@ -206,7 +205,6 @@ impl Log {
         let log_start = sealed.first().unwrap_or(&active_segment).base_offset();
         let mut segments = sealed;
         segments.push(Arc::clone(&active_segment));
-        let (readable_tx, _) = watch::channel(next_offset);
         Log {
             name,
             uid,
@@ -228,7 +226,7 @@ impl Log {
             next_offset: AtomicU64::new(next_offset),
             readable_offset: AtomicU64::new(next_offset),
             durable_offset: AtomicU64::new(next_offset),
-            readable_tx: RwLock::new(Some(readable_tx)),
+            closed: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
             epochs: RwLock::new(epochs),
             epochs_version: AtomicU64::new(0),
@@ -320,20 +318,8 @@ impl Log {
         self.wake_readers();
     }
 
-    /// A receiver of [`Log::readable_offset`], updated as records become readable (and marked changed when
-    /// the epoch history changes). When the log is
-    /// replaced or deleted its sender is dropped, so `changed()` fails and the waiter should look the topic
-    /// up again.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        let sender = self.readable_tx.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match sender.as_ref() {
-            Some(sender) => sender.subscribe(),
-            None => watch::channel(self.readable_offset()).1,
-        }
-    }
-
-    /// Wakes `wake` (`notify_one`) whenever a receiver of [`Log::subscribe`] would see a change, and when
-    /// the log is closed: for a task that waits on many logs and looks at each when woken. Registering the
+    /// Wakes `wake` (`notify_one`) whenever records become readable, the epoch history or the settings
+    /// change, and when the log is closed: for a task that waits on many logs and looks at each when woken. Registering the
     /// same `Notify` again changes nothing; it is forgotten once every other reference to it is gone.
     pub fn wake_on_change(&self, wake: &Arc<Notify>) {
         let mut wakers = self.wakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -353,7 +339,7 @@ impl Log {
 
     /// Whether the log was replaced or deleted.
     pub fn is_closed(&self) -> bool {
-        self.readable_tx.read().unwrap_or_else(|poisoned| poisoned.into_inner()).is_none()
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Makes every written record durable (and, with [`crate::FlushPolicy::Always`], readable). The owner
@@ -467,37 +453,20 @@ impl Log {
         if offset <= previous {
             return;
         }
-        let sender = self.readable_tx.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(sender) = sender.as_ref() {
-            sender.send_if_modified(|current| {
-                if offset > *current {
-                    *current = offset;
-                    true
-                } else {
-                    false
-                }
-            });
-        }
-        drop(sender);
         self.wake_registered();
     }
 
     /// Wakes every reader waiting on this log without moving its positions (a repaired segment serves
     /// again).
     pub(crate) fn wake_readers(&self) {
-        let sender = self.readable_tx.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(sender) = sender.as_ref() {
-            sender.send_modify(|_| {});
-        }
-        drop(sender);
         self.wake_registered();
     }
 
-    /// Closes the log after it was replaced or deleted: appends fail from now on, and waiting readers wake
-    /// with an error. Reads still work on the mapped segments.
+    /// Closes the log after it was replaced or deleted: appends fail from now on, and waiting readers are
+    /// woken to find it closed ([`Log::is_closed`]). Reads still work on the mapped segments.
     pub(crate) fn close(&self) {
         self.lock_writer().closed = true;
-        self.readable_tx.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        self.closed.store(true, Ordering::Release);
         self.wake_registered();
     }
 }

@@ -1,5 +1,5 @@
 //! Reading a log: whole raw records from an exact offset, as a zero-copy slice of the segment mapping.
-//! This module does not wait for records (callers use [`crate::Log::subscribe`]) and never writes.
+//! This module does not wait for records (callers use [`crate::Log::wake_on_change`]) and never writes.
 
 use bytes::Bytes;
 use protocol::record::{RecordIter, peek_record_len, peek_record_offset, peek_record_timestamp};

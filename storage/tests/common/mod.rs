@@ -117,3 +117,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub fn open(dir: &Path, config: LogConfig) -> Store {
     Store::open(dir, config).unwrap()
 }
+
+/// A reader's wake-up registered with `log` (`Log::wake_on_change`), as a delivery session registers it.
+pub fn watch_log(log: &Log) -> std::sync::Arc<tokio::sync::Notify> {
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    log.wake_on_change(&wake);
+    wake
+}
+
+/// Whether `wake` was notified since it was last waited on (taking that notification).
+pub fn woken(wake: &tokio::sync::Notify) -> bool {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    runtime.block_on(async { tokio::time::timeout(std::time::Duration::ZERO, wake.notified()).await.is_ok() })
+}
