@@ -188,6 +188,15 @@ pub struct Config {
     #[arg(long, env = "BROKER_SCRUB_RATE", default_value = "32M", value_parser = parse_size)]
     pub scrub_rate: u64,
 
+    /// Bytes of sealed segments compaction reads and writes per second at most, for topics whose cleanup
+    /// policy compacts (0 = no limit).
+    #[arg(long, env = "BROKER_COMPACTION_RATE", default_value = "64M", value_parser = parse_size)]
+    pub compaction_rate: u64,
+
+    /// How often compaction looks for a topic that is due a pass.
+    #[arg(long, env = "BROKER_COMPACTION_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub compaction_interval: Duration,
+
     /// Serve the `/test/*` endpoints (inject messages, load from SQLite, stats). Off in production.
     #[arg(long, env = "BROKER_TEST_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
@@ -304,6 +313,9 @@ impl Config {
         }
         if self.retention_check_interval.is_zero() {
             return Err("--retention-check-interval must be more than zero".to_string());
+        }
+        if self.compaction_interval.is_zero() {
+            return Err("--compaction-interval must be more than zero".to_string());
         }
         self.validate_tree()
     }

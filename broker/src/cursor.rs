@@ -74,18 +74,32 @@ pub fn resolve_start(
         StartPosition::Latest => end_offset,
         StartPosition::Committed => match committed.filter(|committed| committed.uid == uid) {
             Some(committed) if committed.next_offset < log_start => return Begin::Refresh,
+            Some(committed) if below_delete_horizon(log, committed.next_offset) => return Begin::Refresh,
             Some(committed) => return Begin::At(committed.next_offset),
             None => log_start,
         },
         StartPosition::Offset(offset) => offset,
     };
-    if wanted < log_start {
+    if wanted < log_start || below_delete_horizon(log, wanted) {
         Begin::Refresh
     } else if wanted > end_offset && client_uid != uid {
         Begin::OutOfRange { requested: wanted, end_offset }
     } else {
         Begin::At(wanted)
     }
+}
+
+/// Whether a client that holds records up to `next_offset` (and nothing past it) would resume below the
+/// log's delete horizon: compaction may have dropped a delete it never received, so only a full refresh
+/// (which replaces its copy) can take the deleted key away from it. A client at the log start holds nothing
+/// this log still has, and streams from there.
+pub fn below_delete_horizon(log: &Log, next_offset: u64) -> bool {
+    let below = next_offset > log.log_start() && next_offset < log.delete_horizon();
+    if below {
+        tracing::info!(topic = %log.name(), next_offset, delete_horizon = log.delete_horizon(),
+            "the client is below the delete horizon; it gets a full refresh");
+    }
+    below
 }
 
 /// A full refresh in progress on one cursor.
@@ -269,6 +283,15 @@ impl Cursor {
             Some(refresh) if !refresh.ready_sent => refresh.end.min(readable),
             _ => readable,
         }
+    }
+
+    /// Whether delivery stands below the log's delete horizon (it moved past this client, or past a
+    /// refresh in progress): only a new full refresh serves it now.
+    pub fn below_delete_horizon(&self) -> bool {
+        self.attached.as_ref().is_some_and(|attached| {
+            attached.log.delete_horizon() > self.next_send
+                && below_delete_horizon(&attached.log, self.next_send)
+        })
     }
 
     /// Whether there are records to send.

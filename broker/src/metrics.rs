@@ -86,6 +86,27 @@ pub struct Metrics {
     pub child_lag: Family<ChildLabels, Gauge>,
     /// Frames refused with an ERROR frame, any connection.
     pub protocol_errors: Counter,
+    /// What compaction did, over every topic.
+    pub compaction: CompactionMetrics,
+    /// Per topic, the offset below which compaction may have dropped deletes (refreshed at scrape time).
+    pub delete_horizon: Family<TopicLabels, Gauge>,
+}
+
+/// Compaction's counters, over every topic.
+#[derive(Debug, Default)]
+pub struct CompactionMetrics {
+    /// Passes over a topic.
+    pub passes: Counter,
+    /// Bytes of sealed segments read.
+    pub bytes_read: Counter,
+    /// Bytes written to compacted segments.
+    pub bytes_written: Counter,
+    /// Records removed (older records of a key, expired tombstones).
+    pub records_removed: Counter,
+    /// Tombstones removed after their retention.
+    pub tombstones_removed: Counter,
+    /// Time spent in passes, pacing included.
+    pub seconds: Counter<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -171,6 +192,39 @@ impl Metrics {
             child_lag.clone(),
         );
         registry.register("protocol_errors", "ERROR frames sent to peers", protocol_errors.clone());
+        let compaction = CompactionMetrics::default();
+        let delete_horizon = Family::<TopicLabels, Gauge>::default();
+        registry.register("compaction_passes", "Compaction passes over a topic", compaction.passes.clone());
+        registry.register(
+            "compaction_bytes_read",
+            "Bytes of sealed segments compaction read",
+            compaction.bytes_read.clone(),
+        );
+        registry.register(
+            "compaction_bytes_written",
+            "Bytes compaction wrote to compacted segments",
+            compaction.bytes_written.clone(),
+        );
+        registry.register(
+            "compaction_records_removed",
+            "Records compaction removed (older records of a key, expired tombstones)",
+            compaction.records_removed.clone(),
+        );
+        registry.register(
+            "compaction_tombstones_removed",
+            "Tombstones compaction removed after their retention",
+            compaction.tombstones_removed.clone(),
+        );
+        registry.register(
+            "compaction_seconds",
+            "Time spent in compaction passes, pacing included",
+            compaction.seconds.clone(),
+        );
+        registry.register(
+            "delete_horizon",
+            "Offset below which compaction may have dropped deletes; a reader resuming below it is refreshed",
+            delete_horizon.clone(),
+        );
         Metrics {
             registry,
             records_in,
@@ -192,6 +246,20 @@ impl Metrics {
             pipe_refreshes,
             child_lag,
             protocol_errors,
+            compaction,
+            delete_horizon,
+        }
+    }
+
+    /// Counts what a round of compaction did.
+    pub fn record_compaction(&self, report: &storage::CompactionReport) {
+        for topic in &report.topics {
+            self.compaction.passes.inc();
+            self.compaction.bytes_read.inc_by(topic.bytes_read);
+            self.compaction.bytes_written.inc_by(topic.bytes_written);
+            self.compaction.records_removed.inc_by(topic.records_removed);
+            self.compaction.tombstones_removed.inc_by(topic.tombstones_removed);
+            self.compaction.seconds.inc_by(topic.duration_us as f64 / 1e6);
         }
     }
 

@@ -411,6 +411,10 @@ impl Session {
             if self.in_flight >= self.window || !self.cursors[index].has_records() {
                 continue;
             }
+            if self.cursors[index].below_delete_horizon() {
+                self.begin_refresh(index)?;
+                return Ok(self.control.pop_front().map(Outbound::Frame));
+            }
             // Whatever is readable goes at once, up to the batch limits: a batch never waits to fill.
             let cut = self.cursors[index].cut_batch(self.batch_max_records, self.batch_max_bytes);
             let batch = match cut {

@@ -434,6 +434,48 @@ async fn a_child_refuses_a_gap_a_bad_crc_and_a_parent_at_the_wrong_level() {
     child.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_takes_the_gaps_its_parent_vouches_for_and_no_other() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let parent_addr = listener.local_addr().unwrap();
+    let child = TestBroker::start_with(|config| {
+        config.level = Level::L2;
+        config.node_id = "l2-gaps".into();
+        config.parent_url = Some(format!("http://{parent_addr}"));
+        config.pipe_reconnect_max = Duration::from_millis(200);
+    })
+    .await;
+    let uid = TopicUid(43);
+    let (mut parent, _) = FakeParent::accept(&listener).await;
+    parent.welcome(0, uid, 0).await;
+    parent.batch(0, 4, records(0, 4)).await;
+    assert!(matches!(parent.next().await, Frame::Ack(ack) if ack.next_offset == 5));
+    // A compacted range: the batch covers 5..=9 and holds 7, 8 and 9.
+    parent.batch(5, 9, records(7, 9)).await;
+    assert!(matches!(parent.next().await, Frame::Ack(ack) if ack.next_offset == 10));
+    // A batch that starts above the copy's end is a gap nobody vouched for.
+    parent.batch(12, 14, records(12, 14)).await;
+    let Frame::Error(error) = parent.next().await else { panic!("no ERROR") };
+    assert_eq!((error.code, error.fatal), (ErrorCode::BadRecords, true), "{error:?}");
+    assert!(error.message.contains("gap"), "{}", error.message);
+    // So is a record below the range its batch states.
+    let (mut parent, _) = FakeParent::accept(&listener).await;
+    parent.welcome(0, uid, 10).await;
+    parent.batch(11, 12, records(10, 12)).await;
+    let Frame::Error(error) = parent.next().await else { panic!("no ERROR") };
+    assert_eq!(error.code, ErrorCode::BadRecords, "{error:?}");
+
+    let log = child.node.store.topic("t").unwrap();
+    assert_eq!((log.log_start(), log.next_offset()), (0, 10));
+    let mut expected = records(0, 4).to_vec();
+    expected.extend_from_slice(&records(7, 9));
+    assert!(all_bytes(&log) == expected);
+    // A reader from inside the gap gets the next record held, and the range it covers.
+    let chunk = log.read(5, 10, 1 << 20).unwrap();
+    assert_eq!((chunk.first_offset, chunk.next_offset, chunk.n_records), (5, 10, 3));
+    child.stop().await;
+}
+
 #[tokio::test]
 async fn a_quiet_pipe_outlives_the_parents_http_timeouts() {
     // The parent closes HTTP connections silent for 100ms; the pipe is quiet for up to 200ms between

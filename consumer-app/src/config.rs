@@ -69,6 +69,17 @@ pub struct Config {
           value_parser = parse_size)]
     pub segment_bytes: u64,
 
+    /// Bytes of sealed segments compaction reads and writes per second at most, for topics whose cleanup
+    /// policy compacts (0 = no limit).
+    #[arg(long = "compaction-rate", env = "CONSUMER_COMPACTION_RATE", default_value = "64M",
+          value_parser = parse_size)]
+    pub compaction_rate: u64,
+
+    /// How often compaction looks for a topic that is due a pass (at least 100ms).
+    #[arg(long = "compaction-interval", env = "CONSUMER_COMPACTION_INTERVAL", default_value = "10s",
+          value_parser = parse_duration)]
+    pub compaction_interval: Duration,
+
     /// Address the REST API listens on.
     #[arg(long = "http-listen", env = "CONSUMER_HTTP_LISTEN", default_value = "0.0.0.0:8090")]
     pub listen: SocketAddr,
@@ -223,6 +234,12 @@ impl Config {
                 format_size(storage::MIN_SEGMENT_BYTES),
                 format_size(storage::MAX_SEGMENT_BYTES),
                 format_size(self.segment_bytes)
+            ));
+        }
+        if self.compaction_interval < Duration::from_millis(100) {
+            return Err(format!(
+                "CONSUMER_COMPACTION_INTERVAL must be at least 100ms, got {}",
+                format_duration(self.compaction_interval)
             ));
         }
         if self.handler == HandlerKind::Webhook {

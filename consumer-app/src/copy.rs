@@ -109,6 +109,13 @@ pub struct LocalCopy {
 }
 
 impl LocalCopy {
+    /// Runs a compaction pass on every topic that is due, at most `rate` bytes a second (0: no limit). The
+    /// key index stays true: compaction keeps every key's latest record at its offset, and a tombstone it
+    /// drops leaves an index row that reads as an unknown key. Blocking.
+    pub fn compact(&self, rate: u64) -> Result<storage::CompactionReport, storage::Error> {
+        self.store.compact_paced(rate)
+    }
+
     /// Opens the copy in `data_dir` and repairs what an unclean stop left: the storage engine drops any
     /// partial replacement and torn tail, `app.sqlite` drops shadow keys, and the key index is brought up to
     /// each log's end (or rebuilt when the log is not the copy the index describes).
@@ -401,7 +408,9 @@ fn read_one(log: &storage::Log, offset: u64) -> Result<Option<Bytes>, ViewError>
         return Ok(None);
     }
     let chunk = log.read(offset, 1, protocol::record::MAX_RECORD_LEN)?;
-    Ok((chunk.n_records > 0 && chunk.first_offset == offset).then_some(chunk.records))
+    // In a compacted range the read starts at the next record held: the one asked for is gone.
+    let found = protocol::record::peek_record_offset(&chunk.records);
+    Ok((chunk.n_records > 0 && found == Some(offset)).then_some(chunk.records))
 }
 
 /// Proves records that did not arrive as a BATCH frame.

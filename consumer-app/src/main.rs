@@ -118,6 +118,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         reconnect_backoff: config.reconnect_backoff,
         reconnect_max_backoff: config.reconnect_max_backoff,
     };
+    let compaction = tokio::spawn(compact_every(
+        copy.clone(),
+        metrics.clone(),
+        config.compaction_interval,
+        config.compaction_rate,
+    ));
     let sync = SyncLoop { copy, queue, handler_wants_records, metrics, status, settings };
     let sync = tokio::spawn(sync.run(commands_rx, stopped(shutdown_rx)));
 
@@ -129,9 +135,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if tokio::time::timeout(HANDLER_DRAIN_TIMEOUT, handler_task).await.is_err() {
         tracing::warn!("the handler did not finish in time; the rest is handed to it at the next start");
     }
+    compaction.abort();
     http.await.context("the REST server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Compacts the copy's topics whose cleanup policy compacts, every `interval`, at most `rate` bytes a
+/// second, one pass at a time on a blocking thread. A pass stopped by shutdown leaves the old segments.
+async fn compact_every(copy: Arc<LocalCopy>, metrics: Arc<Metrics>, interval: Duration, rate: u64) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let copy = copy.clone();
+        // A failing topic is logged by storage; the others were compacted and are counted.
+        if let Ok(Ok(report)) = tokio::task::spawn_blocking(move || copy.compact(rate)).await {
+            metrics.record_compaction(&report);
+        }
+    }
 }
 
 /// Completes when the shutdown flag is raised (or its sender is gone).

@@ -56,6 +56,14 @@ pub struct Metrics {
     pub broker_connected: Gauge,
     /// Connections made to the broker since start.
     pub broker_connects: Counter,
+    /// Compaction passes over a topic of the copy.
+    pub compaction_passes: Counter,
+    /// Bytes of sealed segments compaction read.
+    pub compaction_bytes_read: Counter,
+    /// Bytes compaction wrote to compacted segments.
+    pub compaction_bytes_written: Counter,
+    /// Records compaction removed (older records of a key, expired tombstones).
+    pub compaction_records_removed: Counter,
 }
 
 impl Default for Metrics {
@@ -111,6 +119,24 @@ impl Metrics {
         registry.register("dead_letters", "Records that went to the dead-letter table", dead_letters.clone());
         registry.register("broker_connected", "1 while connected to the broker", broker_connected.clone());
         registry.register("broker_connects", "Connections made to the broker", broker_connects.clone());
+        let (compaction_passes, compaction_bytes_read) = (Counter::default(), Counter::default());
+        let (compaction_bytes_written, compaction_records_removed) = (Counter::default(), Counter::default());
+        registry.register("compaction_passes", "Compaction passes over a topic", compaction_passes.clone());
+        registry.register(
+            "compaction_bytes_read",
+            "Bytes of sealed segments compaction read",
+            compaction_bytes_read.clone(),
+        );
+        registry.register(
+            "compaction_bytes_written",
+            "Bytes compaction wrote to compacted segments",
+            compaction_bytes_written.clone(),
+        );
+        registry.register(
+            "compaction_records_removed",
+            "Records compaction removed (older records of a key, expired tombstones)",
+            compaction_records_removed.clone(),
+        );
         Metrics {
             registry,
             records_received,
@@ -126,6 +152,20 @@ impl Metrics {
             dead_letters,
             broker_connected,
             broker_connects,
+            compaction_passes,
+            compaction_bytes_read,
+            compaction_bytes_written,
+            compaction_records_removed,
+        }
+    }
+
+    /// Counts what a round of compaction did.
+    pub fn record_compaction(&self, report: &storage::CompactionReport) {
+        for topic in &report.topics {
+            self.compaction_passes.inc();
+            self.compaction_bytes_read.inc_by(topic.bytes_read);
+            self.compaction_bytes_written.inc_by(topic.bytes_written);
+            self.compaction_records_removed.inc_by(topic.records_removed);
         }
     }
 

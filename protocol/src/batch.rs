@@ -1,5 +1,7 @@
-//! A BATCH whose records have been proven: every record's length, CRC and fields checked, offsets contiguous
-//! from the frame's `first_offset` to its `last_offset`. A [`CheckedBatch`] can only be built by that one
+//! A BATCH whose records have been proven: every record's length, CRC and fields checked, offsets rising
+//! within the range the frame states, from its `first_offset` to its `last_offset` (the last record's
+//! offset). A compacted range has gaps: the sender vouches that it holds no record at an offset the batch
+//! skips. A [`CheckedBatch`] can only be built by that one
 //! pass ([`CheckedBatch::check`]), so whoever holds one (storage appending it, a consumer indexing its keys)
 //! can walk its records without hashing them again.
 
@@ -14,8 +16,10 @@ use crate::record::{RecordView, peek_record_offset};
 pub struct CheckedBatch {
     /// The topic.
     topic: String,
-    /// Offset of the first record.
+    /// The first offset the batch covers: its first record's, or below it where the range starts with a gap.
     first_offset: u64,
+    /// Offset of the last record: the last offset the batch covers.
+    last_offset: u64,
     /// The sender's log end when it sent the batch.
     end_offset: u64,
     /// ROOT's timestamp of the last record.
@@ -27,27 +31,35 @@ pub struct CheckedBatch {
 }
 
 impl CheckedBatch {
-    /// Checks every record of `batch` (length, CRC, fields) and that their offsets run from `first_offset`
-    /// to `last_offset` without a gap. This is the one pass over the record bytes a receiver pays.
+    /// Checks every record of `batch` (length, CRC, fields) and that their offsets rise from `first_offset`
+    /// (or above: a gap the sender vouches for) and end exactly at `last_offset`. This is the one pass over
+    /// the record bytes a receiver pays.
     pub fn check(batch: Batch) -> Result<CheckedBatch, WireError> {
         let Batch { topic, first_offset, last_offset, end_offset, records } = batch;
-        let (record_lens, last_timestamp_ms) = check_records(first_offset, &records)?;
-        let actual = first_offset + record_lens.len() as u64 - 1;
-        if actual != last_offset {
-            return Err(WireError::BatchEnd { claimed: last_offset, actual });
+        let checked = check_records(first_offset, &records)?;
+        if checked.last_offset != last_offset {
+            return Err(WireError::BatchEnd { claimed: last_offset, actual: checked.last_offset });
         }
-        Ok(CheckedBatch { topic, first_offset, end_offset, last_timestamp_ms, records, record_lens })
+        Ok(CheckedBatch {
+            topic,
+            first_offset,
+            last_offset,
+            end_offset,
+            last_timestamp_ms: checked.last_timestamp_ms,
+            records,
+            record_lens: checked.record_lens,
+        })
     }
 
     /// Checks records that did not come in a BATCH frame (an HTTP fetch, a test): the first record's offset
     /// starts the run, and the sender's log end is taken to be just past the last record.
     pub fn from_records(topic: impl Into<String>, records: Bytes) -> Result<CheckedBatch, WireError> {
-        let CheckedRun { first_offset, record_lens, last_timestamp_ms } = check_run(&records)?;
-        let end_offset = first_offset + record_lens.len() as u64;
+        let CheckedRun { first_offset, last_offset, record_lens, last_timestamp_ms } = check_run(&records)?;
         Ok(CheckedBatch {
             topic: topic.into(),
             first_offset,
-            end_offset,
+            last_offset,
+            end_offset: last_offset + 1,
             last_timestamp_ms,
             records,
             record_lens,
@@ -59,19 +71,19 @@ impl CheckedBatch {
         &self.topic
     }
 
-    /// Offset of the first record.
+    /// The first offset the batch covers (its first record's, unless the range starts with a gap).
     pub fn first_offset(&self) -> u64 {
         self.first_offset
     }
 
     /// Offset of the last record.
     pub fn last_offset(&self) -> u64 {
-        self.first_offset + self.record_lens.len() as u64 - 1
+        self.last_offset
     }
 
-    /// One past the last record.
+    /// One past the last record: where the next batch's range starts.
     pub fn next_offset(&self) -> u64 {
-        self.first_offset + self.record_lens.len() as u64
+        self.last_offset + 1
     }
 
     /// The sender's log end when it sent the batch.
@@ -102,9 +114,7 @@ impl CheckedBatch {
     /// The records from offset `from` on (all of them if `from` is below the first), as bytes and sizes;
     /// what is left of the batch once a receiver drops the records it already holds.
     pub fn from_offset(&self, from: u64) -> (&[u8], &[u32]) {
-        let skip = from.saturating_sub(self.first_offset).min(self.n_records()) as usize;
-        let skipped: usize = self.record_lens[..skip].iter().map(|len| *len as usize).sum();
-        (&self.records[skipped..], &self.record_lens[skip..])
+        skip_below(&self.records, &self.record_lens, from)
     }
 
     /// The records, without checking them again.
@@ -113,11 +123,30 @@ impl CheckedBatch {
     }
 }
 
+/// The records of proven `bytes` (of the sizes `lens`) from offset `from` on: the ones below it dropped,
+/// found by reading each skipped record's offset field (offsets rise, possibly with gaps).
+pub fn skip_below<'a>(bytes: &'a [u8], lens: &'a [u32], from: u64) -> (&'a [u8], &'a [u32]) {
+    let mut skipped = 0usize;
+    let mut skip = 0usize;
+    for len in lens {
+        match peek_record_offset(&bytes[skipped..]) {
+            Some(offset) if offset < from => {
+                skipped += *len as usize;
+                skip += 1;
+            }
+            _ => break,
+        }
+    }
+    (&bytes[skipped..], &lens[skip..])
+}
+
 /// What one pass over records laid end to end proved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedRun {
     /// Offset of the first record.
     pub first_offset: u64,
+    /// Offset of the last record.
+    pub last_offset: u64,
     /// The size of each record, in order.
     pub record_lens: Vec<u32>,
     /// ROOT's timestamp of the last record.
@@ -132,13 +161,30 @@ pub fn check_run(records: &[u8]) -> Result<CheckedRun, WireError> {
         None if records.is_empty() => return Err(WireError::EmptyBatch),
         None => return Err(WireError::TruncatedBatch { remaining: records.len() }),
     };
-    let (record_lens, last_timestamp_ms) = check_records(first_offset, records)?;
-    Ok(CheckedRun { first_offset, record_lens, last_timestamp_ms })
+    let checked = check_records(first_offset, records)?;
+    Ok(CheckedRun {
+        first_offset,
+        last_offset: checked.last_offset,
+        record_lens: checked.record_lens,
+        last_timestamp_ms: checked.last_timestamp_ms,
+    })
 }
 
-/// The one pass: every record's length, CRC and fields, and offsets running on from `first_offset`. Answers
-/// each record's size and the last record's timestamp.
-pub(crate) fn check_records(first_offset: u64, records: &[u8]) -> Result<(Vec<u32>, u64), WireError> {
+/// What [`check_records`] proved.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// The size of each record, in order.
+    pub(crate) record_lens: Vec<u32>,
+    /// Offset of the last record.
+    pub(crate) last_offset: u64,
+    /// The last record's timestamp.
+    pub(crate) last_timestamp_ms: u64,
+}
+
+/// The one pass: every record's length, CRC and fields, and offsets rising from `first_offset` on (a gap
+/// between two records is a range compaction emptied). Answers each record's size and the last record's
+/// offset and timestamp.
+pub(crate) fn check_records(first_offset: u64, records: &[u8]) -> Result<Checked, WireError> {
     let mut record_lens = Vec::with_capacity(records.len() / 256 + 1);
     let mut rest = records;
     let mut expected = first_offset;
@@ -147,18 +193,18 @@ pub(crate) fn check_records(first_offset: u64, records: &[u8]) -> Result<(Vec<u3
         let Some((view, len)) = RecordView::decode(rest)? else {
             return Err(WireError::TruncatedBatch { remaining: rest.len() });
         };
-        if view.offset() != expected {
-            return Err(WireError::OffsetGap { expected, found: view.offset() });
+        if view.offset() < expected {
+            return Err(WireError::OffsetBackwards { expected, found: view.offset() });
         }
         last_timestamp_ms = view.timestamp_ms();
         record_lens.push(len as u32);
-        expected += 1;
+        expected = view.offset() + 1;
         rest = &rest[len..];
     }
     if record_lens.is_empty() {
         return Err(WireError::EmptyBatch);
     }
-    Ok((record_lens, last_timestamp_ms))
+    Ok(Checked { record_lens, last_offset: expected - 1, last_timestamp_ms })
 }
 
 /// The records of a [`CheckedBatch`], in order; nothing is checked again.
@@ -222,6 +268,38 @@ mod tests {
     }
 
     #[test]
+    fn a_compacted_range_has_gaps_the_batch_vouches_for() {
+        let mut records = Vec::new();
+        for offset in [12u64, 15, 16, 20] {
+            NewRecord::new(b"key", b"v").encode_to_vec(offset, 5, &mut records);
+        }
+        let gappy = Batch {
+            topic: "t".to_string(),
+            first_offset: 10,
+            last_offset: 20,
+            end_offset: 30,
+            records: Bytes::from(records.clone()),
+        };
+        let checked = CheckedBatch::check(gappy.clone()).unwrap();
+        assert_eq!((checked.first_offset(), checked.next_offset(), checked.n_records()), (10, 21, 4));
+        assert_eq!(checked.from_offset(13).1.len(), 3);
+        assert_eq!(checked.from_offset(16).1.len(), 2);
+        assert_eq!(checked.from_offset(21).1.len(), 0);
+        let mut short = gappy.clone();
+        short.last_offset = 22;
+        assert!(matches!(CheckedBatch::check(short), Err(WireError::BatchEnd { claimed: 22, actual: 20 })));
+        let mut backwards = Vec::new();
+        for offset in [12u64, 11] {
+            NewRecord::new(b"key", b"v").encode_to_vec(offset, 5, &mut backwards);
+        }
+        let backwards = Batch { records: Bytes::from(backwards), last_offset: 11, ..gappy };
+        assert!(matches!(
+            CheckedBatch::check(backwards),
+            Err(WireError::OffsetBackwards { expected: 13, found: 11 })
+        ));
+    }
+
+    #[test]
     fn every_flaw_is_refused() {
         let mut flipped = batch(10, 3);
         let mut bytes = flipped.records.to_vec();
@@ -230,11 +308,11 @@ mod tests {
         flipped.records = Bytes::from(bytes);
         assert!(matches!(CheckedBatch::check(flipped), Err(WireError::RecordCrc { offset: 12, .. })));
 
-        let mut wrong_first = batch(10, 3);
-        wrong_first.first_offset = 9;
+        let mut above_first = batch(10, 3);
+        above_first.first_offset = 11;
         assert!(matches!(
-            CheckedBatch::check(wrong_first),
-            Err(WireError::OffsetGap { expected: 9, found: 10 })
+            CheckedBatch::check(above_first),
+            Err(WireError::OffsetBackwards { expected: 11, found: 10 })
         ));
 
         let mut wrong_last = batch(10, 3);

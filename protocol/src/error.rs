@@ -80,6 +80,14 @@ pub enum WireError {
         /// The offset found.
         found: u64,
     },
+    /// A record's offset is below the batch's first offset or not above the record before it.
+    #[error("expected offset {expected} or above but found {found}")]
+    OffsetBackwards {
+        /// The lowest offset the record could have.
+        expected: u64,
+        /// The offset found.
+        found: u64,
+    },
     /// A BATCH frame names a last offset its records do not end at.
     #[error("the batch says it ends at offset {claimed}, but its records end at {actual}")]
     BatchEnd {
@@ -250,6 +258,7 @@ impl WireError {
             | WireError::TruncatedBatch { .. }
             | WireError::EmptyBatch
             | WireError::OffsetGap { .. }
+            | WireError::OffsetBackwards { .. }
             | WireError::BatchEnd { .. } => ErrorCode::BadRecords,
             WireError::KeyTooLong { .. }
             | WireError::HeadersTooLong { .. }

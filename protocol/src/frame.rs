@@ -45,7 +45,7 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 pub const MAX_FRAME_LEN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// The protocol version this codec speaks, sent in HELLO and WELCOME.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The `level` a consumer puts in its HELLO; pipe children send their tree level (ROOT 0 to LOCAL 4).
 pub const LEVEL_CONSUMER: u8 = 255;
@@ -324,19 +324,22 @@ pub struct Welcome {
 /// [topic:str16][first_offset:8][last_offset:8][end_offset:8][records...]
 /// ```
 ///
-/// The records run to the end of the payload. The decoder checks `first_offset <= last_offset` and that
-/// records are present, not the records themselves: the receiver runs [`crate::check_batch`] on them.
+/// The records run to the end of the payload. `[first_offset, last_offset]` is the range the batch covers:
+/// `last_offset` is its last record's offset, and its records' offsets rise through the range, with gaps
+/// where compaction removed records (the sender vouches that it holds nothing there). The decoder checks
+/// `first_offset <= last_offset` and that records are present, not the records themselves: the receiver
+/// runs [`crate::CheckedBatch::check`] on them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     /// The topic.
     pub topic: String,
-    /// Offset of the first record.
+    /// The first offset the batch covers: its first record's, or below it where the range starts with a gap.
     pub first_offset: u64,
     /// Offset of the last record.
     pub last_offset: u64,
     /// The server's log end when it sent the batch, so the client can compute its lag.
     pub end_offset: u64,
-    /// `last_offset - first_offset + 1` records laid end to end.
+    /// The records laid end to end, offsets rising from `first_offset` to `last_offset`.
     pub records: Bytes,
 }
 

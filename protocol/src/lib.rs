@@ -19,7 +19,7 @@ pub mod settings;
 pub mod time;
 pub mod topic;
 
-pub use batch::{CheckedBatch, CheckedRecords, CheckedRun, check_run};
+pub use batch::{CheckedBatch, CheckedRecords, CheckedRun, check_run, skip_below};
 pub use epoch::{Epoch, EpochHistory, NO_EPOCH};
 pub use error::WireError;
 pub use frame::{

@@ -162,10 +162,11 @@ impl<'a> RecordView<'a> {
         Ok(Some((view, total)))
     }
 
-    /// A view of a record proven earlier (by [`crate::CheckedBatch::check`]), without checking it again.
+    /// A view of a record proven earlier (by [`crate::CheckedBatch::check`], or by storage when it was
+    /// written or checked), without checking it again.
     /// `bytes` must be exactly one record that passed [`RecordView::decode`]; anything else gives wrong
     /// field values or a panic on slicing, never unsafety.
-    pub(crate) fn trusted(bytes: &'a [u8]) -> RecordView<'a> {
+    pub fn trusted(bytes: &'a [u8]) -> RecordView<'a> {
         RecordView { bytes }
     }
 
@@ -302,16 +303,16 @@ pub struct BatchSummary {
     pub last_timestamp_ms: u64,
 }
 
-/// Checks every record of a non-empty batch (length, CRC, fields) and that offsets run contiguously from
-/// `expected_first`. This is what a relay runs on bytes from its parent before appending them verbatim.
+/// Checks every record of a non-empty batch (length, CRC, fields) and that offsets rise from
+/// `expected_first` on (gaps allowed: a compacted range). This is what a relay runs on bytes from its
+/// parent before appending them verbatim.
 pub fn check_batch(batch: &[u8], expected_first: u64) -> Result<BatchSummary, WireError> {
-    let (record_lens, last_timestamp_ms) = crate::batch::check_records(expected_first, batch)?;
-    let n_records = record_lens.len() as u64;
+    let checked = crate::batch::check_records(expected_first, batch)?;
     Ok(BatchSummary {
-        n_records,
-        first_offset: expected_first,
-        last_offset: expected_first + n_records - 1,
-        last_timestamp_ms,
+        n_records: checked.record_lens.len() as u64,
+        first_offset: peek_record_offset(batch).unwrap_or(expected_first),
+        last_offset: checked.last_offset,
+        last_timestamp_ms: checked.last_timestamp_ms,
     })
 }
 
@@ -464,7 +465,11 @@ mod tests {
         }
         let summary = check_batch(&batch, 10).unwrap();
         assert_eq!((summary.n_records, summary.first_offset, summary.last_offset), (5, 10, 14));
-        assert!(matches!(check_batch(&batch, 9), Err(WireError::OffsetGap { expected: 9, found: 10 })));
+        assert!(matches!(
+            check_batch(&batch, 11),
+            Err(WireError::OffsetBackwards { expected: 11, found: 10 })
+        ));
+        assert_eq!(check_batch(&batch, 9).unwrap().first_offset, 10);
         assert!(matches!(check_batch(&batch[..batch.len() - 1], 10), Err(WireError::TruncatedBatch { .. })));
         assert!(matches!(check_batch(&[], 10), Err(WireError::EmptyBatch)));
     }

@@ -15,8 +15,8 @@ pub enum Cleanup {
     /// Whole old segments are removed by the retention limits (`"delete"`), as for every topic today.
     #[default]
     Delete,
-    /// Records are kept until compaction (a later slice) replaces them by newer ones of the same key
-    /// (`"compact"`); retention never removes a segment.
+    /// Records are kept until compaction replaces them by newer ones of the same key (`"compact"`);
+    /// retention never removes a segment.
     Compact,
     /// Both: compaction, and the retention limits (`"compact,delete"`).
     CompactDelete,
@@ -47,6 +47,11 @@ impl Cleanup {
     /// The policy with this byte, if defined.
     pub fn from_u8(byte: u8) -> Option<Cleanup> {
         Cleanup::ALL.into_iter().find(|cleanup| cleanup.as_u8() == byte)
+    }
+
+    /// Whether compaction runs under this policy (`compact` and `compact,delete`).
+    pub const fn compacts(self) -> bool {
+        !matches!(self, Cleanup::Delete)
     }
 
     /// Whether the retention limits remove segments under this policy (not for `compact` alone).
@@ -87,8 +92,8 @@ pub struct TopicSettings {
     pub retention_bytes: Option<u64>,
     /// Remove segments whose newest record is older than this (with a deleting policy).
     pub retention_age_ms: Option<u64>,
-    /// How long compaction keeps a tombstone after the records it deletes are gone (used by compaction,
-    /// a later slice; carried and stored already).
+    /// How long compaction keeps a tombstone after the records it deletes are gone; `None` keeps
+    /// tombstones for ever.
     pub tombstone_retention_ms: Option<u64>,
 }
 

@@ -12,8 +12,8 @@
 
 use std::sync::atomic::Ordering;
 
-use protocol::record::peek_record_timestamp;
-use protocol::{CheckedBatch, NewRecord, WireError, check_run};
+use protocol::record::{peek_record_offset, peek_record_timestamp};
+use protocol::{CheckedBatch, NewRecord, WireError, check_run, skip_below};
 
 use crate::config::FlushPolicy;
 use crate::error::Error;
@@ -31,11 +31,14 @@ const MAX_KEPT_ENCODE_BUFFER: usize = 4 << 20;
 /// are gathered in the log's buffer so that many small batches cost one write.
 const DIRECT_WRITE_BYTES: usize = 256 * 1024;
 
-/// Records proven earlier, laid end to end: the bytes, the size of each record and the first offset.
+/// Records proven earlier, laid end to end: the bytes, the size of each record and the range they cover
+/// (offsets rise through it, with gaps where the sender's copy was compacted).
 #[derive(Debug, Clone, Copy)]
 struct Proven<'a> {
-    /// Offset of the first record.
+    /// The first offset the records cover (the first record's, or below it).
     first_offset: u64,
+    /// One past the last record.
+    next_offset: u64,
     /// The records.
     bytes: &'a [u8],
     /// The size of each record.
@@ -143,13 +146,20 @@ impl Log {
         }
         let run = check_run(batch).map_err(|source| self.bad_batch(source))?;
         self.append_proven(
-            &[Proven { first_offset: run.first_offset, bytes: batch, lens: &run.record_lens }],
+            &[Proven {
+                first_offset: run.first_offset,
+                next_offset: run.last_offset + 1,
+                bytes: batch,
+                lens: &run.record_lens,
+            }],
             true,
         )
     }
 
-    /// The one relay append: drops duplicates, refuses gaps and oversized records before writing anything,
-    /// gathers small runs into one write and writes large ones straight from the caller's bytes.
+    /// The one relay append: drops duplicates, refuses gaps nobody vouched for (a part starting above the
+    /// log's next offset or above where the part before it ended) and oversized records before writing
+    /// anything, gathers small runs into one write and writes large ones straight from the caller's bytes.
+    /// The log's next offset moves to the end of each part's range.
     fn append_proven(&self, parts: &[Proven<'_>], flush: bool) -> Result<AppendOutcome, Error> {
         let segment_bytes = self.config.segment_bytes;
         let mut expected = parts.first().map(|part| part.first_offset);
@@ -161,7 +171,7 @@ impl Log {
             if let Some(len) = part.lens.iter().find(|len| u64::from(**len) > segment_bytes) {
                 return Err(self.too_large(*len as usize));
             }
-            expected = Some(part.first_offset + part.lens.len() as u64);
+            expected = Some(part.next_offset);
         }
         let now = now_ms();
         let mut writer = self.lock_writer();
@@ -177,16 +187,18 @@ impl Log {
             });
         }
         let mut n_duplicates = 0;
+        let mut n_appended = 0;
         let mut gathered =
             Gathered { bytes: std::mem::take(&mut writer.encode_buffer), ..Gathered::default() };
         gathered.bytes.clear();
         let mut result = Ok(());
         'parts: for part in parts {
             // Records of this part the log already holds.
-            let skip =
-                writer.next_offset.saturating_sub(part.first_offset).min(part.lens.len() as u64) as usize;
+            let (rest, rest_lens) = skip_below(part.bytes, part.lens, writer.next_offset);
+            let mut position = part.bytes.len() - rest.len();
+            let skip = part.lens.len() - rest_lens.len();
             n_duplicates += skip as u64;
-            let mut position: usize = part.lens[..skip].iter().map(|len| *len as usize).sum();
+            n_appended += rest_lens.len() as u64;
             let mut start = skip;
             while start < part.lens.len() {
                 let (end, bytes) =
@@ -232,7 +244,7 @@ impl Log {
             first_offset,
             next_offset,
             durable_offset,
-            n_appended: next_offset - first_offset,
+            n_appended,
             n_duplicates,
             timestamp_ms,
         })
@@ -262,7 +274,13 @@ impl Log {
             self.roll(writer, now)?;
         }
         writer.active.append(bytes, lens, last_timestamp_ms)?;
-        writer.next_offset += lens.len() as u64;
+        // Offsets rise through the records, with gaps in a compacted range: the last one says where the
+        // log goes on.
+        let last_len = lens.last().map_or(0, |len| *len as usize);
+        writer.next_offset = match peek_record_offset(&bytes[bytes.len() - last_len..]) {
+            Some(last) if !lens.is_empty() => last + 1,
+            _ => writer.next_offset + lens.len() as u64,
+        };
         writer.last_timestamp_ms = writer.last_timestamp_ms.max(last_timestamp_ms);
         self.next_offset.store(writer.next_offset, Ordering::Release);
         Ok(())
@@ -386,6 +404,7 @@ fn proven(batches: &[CheckedBatch]) -> Vec<Proven<'_>> {
         .iter()
         .map(|batch| Proven {
             first_offset: batch.first_offset(),
+            next_offset: batch.next_offset(),
             bytes: batch.records(),
             lens: batch.record_lens(),
         })

@@ -26,11 +26,12 @@
 //!     "retention_bytes": 268435456,                each limit absent: no limit by that measure
 //!     "retention_age_ms": 604800000,
 //!     "tombstone_retention_ms": 86400000
-//!   }
-//! }
+//!   },
+//!   "delete_horizon": 52000                        compaction may have dropped deletes below this
+//! }                                                (absent: zero)
 //! ```
 //!
-//! Compatibility: a field added later (the epoch history was, and the topic settings) gets `#[serde(default)]`, so a
+//! Compatibility: a field added later (the epoch history was, the topic settings and the delete horizon) gets `#[serde(default)]`, so a
 //! file written before it still reads, and fields this build does not know are ignored, so a file written by
 //! a newer build still reads. `version` changes only when a file cannot be read correctly by ignoring what
 //! is unknown; a build refuses a file whose version is greater than its own.
@@ -66,6 +67,8 @@ pub(crate) struct TopicIdentity {
     pub(crate) epochs: EpochHistory,
     /// The explicit settings; `None` for the store's defaults.
     pub(crate) settings: Option<TopicSettings>,
+    /// The delete horizon (zero if compaction never dropped a tombstone).
+    pub(crate) delete_horizon: u64,
 }
 
 impl TopicIdentity {
@@ -79,6 +82,7 @@ impl TopicIdentity {
             created_ms: row.created_ms,
             epochs: row.epochs.clone(),
             settings: row.settings,
+            delete_horizon: row.delete_horizon,
         }
     }
 
@@ -92,6 +96,7 @@ impl TopicIdentity {
             created_ms: self.created_ms,
             epochs: self.epochs.clone(),
             settings: self.settings,
+            delete_horizon: self.delete_horizon,
         }
     }
 }
@@ -129,6 +134,9 @@ struct IdentityFile {
     /// without explicit settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     settings: Option<SettingsEntry>,
+    /// See [`TopicIdentity::delete_horizon`]; absent while it is zero.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    delete_horizon: u64,
     // Fields added later go here, each with `#[serde(default)]`, so that files written before them still
     // read.
 }
@@ -219,6 +227,7 @@ fn encode(identity: &TopicIdentity) -> Result<Vec<u8>, serde_json::Error> {
             retention_age_ms: settings.retention_age_ms,
             tombstone_retention_ms: settings.tombstone_retention_ms,
         }),
+        delete_horizon: identity.delete_horizon,
     };
     let mut bytes = serde_json::to_vec_pretty(&file)?;
     bytes.push(b'\n');
@@ -259,7 +268,13 @@ fn decode(bytes: &[u8]) -> Result<TopicIdentity, String> {
         created_ms: file.created_ms,
         epochs,
         settings,
+        delete_horizon: file.delete_horizon,
     })
+}
+
+/// Whether a field is zero, so that it is left out of the file.
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 #[cfg(test)]
@@ -275,6 +290,7 @@ mod tests {
             created_ms: 1_700_000_000_000,
             epochs: EpochHistory::first(0).begin(1200),
             settings: None,
+            delete_horizon: 0,
         }
     }
 

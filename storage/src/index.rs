@@ -212,20 +212,19 @@ pub(crate) fn load_index_file(
 }
 
 /// Rebuilds the entries of a segment whose records are already known to be valid.
-pub(crate) fn build_index(segment: &[u8], interval: u32) -> Vec<IndexEntry> {
+pub(crate) fn build_index(segment: &[u8], base_offset: u64, interval: u32) -> Vec<IndexEntry> {
     let mut builder = IndexBuilder::new(interval);
     let mut entries = Vec::new();
     let mut position = 0;
-    let mut relative_offset = 0u64;
     while let Ok(Some(len)) = peek_record_len(&segment[position..]) {
+        let Some(offset) = peek_record_offset(&segment[position..]) else { break };
         if position + len > segment.len() {
             break;
         }
-        if let Some(entry) = builder.observe(relative_offset, position) {
+        if let Some(entry) = builder.observe(offset.saturating_sub(base_offset), position) {
             entries.push(entry);
         }
         position += len;
-        relative_offset += 1;
     }
     entries
 }
@@ -248,7 +247,7 @@ mod tests {
     fn builder_spaces_entries() {
         let segment = segment_of(100, 0);
         let record_len = segment.len() / 100;
-        let entries = build_index(&segment, 1000);
+        let entries = build_index(&segment, 0, 1000);
         assert!(!entries.is_empty());
         let mut previous = 0;
         for entry in &entries {
@@ -276,7 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.index");
         let segment = segment_of(200, 500);
-        let entries = build_index(&segment, 4096);
+        let entries = build_index(&segment, 500, 4096);
         write_index_file(&path, &entries, true).unwrap();
         let loaded = load_index_file(&path, &segment, 500).unwrap().unwrap();
         assert_eq!(loaded.to_vec(), entries);

@@ -100,6 +100,7 @@ impl Log {
     /// them. Blocking.
     pub fn repair_segment(&self, base_offset: u64, records: Bytes) -> Result<(), Error> {
         let bad = |reason: String| Error::BadRepair { topic: self.name.clone(), base_offset, reason };
+        let _maintenance = self.lock_maintenance();
         let segment = self
             .segment_list()
             .into_iter()
@@ -233,18 +234,19 @@ impl Store {
     }
 }
 
-/// Where the record with `offset` starts in `segment`, walking record lengths from the nearest index entry.
+/// Where the first record at or above `offset` starts in `segment` (a compacted segment has gaps), walking
+/// record lengths from the nearest index entry.
 fn position_of(segment: &Arc<Segment>, offset: u64) -> Option<usize> {
     let bytes = segment.published();
     let mut position = segment.scan_start(offset);
     loop {
         let rest = bytes.get(position..)?;
         let found = protocol::record::peek_record_offset(rest)?;
-        if found == offset {
+        if found >= offset {
             return Some(position);
         }
         let len = protocol::record::peek_record_len(rest).ok()??;
-        if found > offset || len > rest.len() {
+        if len > rest.len() {
             return None;
         }
         position += len;

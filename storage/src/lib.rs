@@ -21,6 +21,7 @@
 //! segment file. It knows nothing of the tree, of consumers or of frames; it stores and serves records.
 
 mod append;
+mod compact;
 mod config;
 mod epochs;
 mod error;
@@ -42,6 +43,7 @@ mod space;
 mod store;
 mod writer;
 
+pub use compact::{CompactionReport, TopicCompaction};
 pub use config::{FlushPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use epochs::Adopted;
 pub use error::Error;

@@ -5,7 +5,8 @@
 //!
 //! Concurrency: one writer lock serialises appends and rolls; the segment list is behind a read-write lock
 //! held only to clone an `Arc`; the positions are atomics. Readers never wait for a write or a flush.
-//! Lock order: flush mark, then writer, then segment list.
+//! Lock order: maintenance (compaction's switch, retention, repair), then flush mark, then writer, then
+//! segment list.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use protocol::{EpochHistory, TopicSettings, TopicUid};
 use tokio::sync::Notify;
 
+use crate::compact::CompactionState;
 use crate::config::LogConfig;
 use crate::error::Error;
 use crate::meta::Meta;
@@ -129,6 +131,8 @@ pub(crate) struct LogParts {
     pub(crate) epochs: EpochHistory,
     /// The explicit settings; `None` for the store's defaults.
     pub(crate) settings: Option<TopicSettings>,
+    /// The delete horizon (zero if no tombstone was ever dropped).
+    pub(crate) delete_horizon: u64,
 }
 
 /// One topic's log. `Send + Sync`; shared as `Arc<Log>` by the store and every task using the topic.
@@ -175,6 +179,11 @@ pub struct Log {
     settings: RwLock<Option<TopicSettings>>,
     /// Counts changes of `settings`, so a reader can tell cheaply whether it has sent the latest.
     settings_version: AtomicU64,
+    /// Held by whatever rewrites or removes sealed segments (compaction's switch, retention, repair), so
+    /// that they never work on the same segments at once; holds compaction's memory of the topic.
+    maintenance: Mutex<CompactionState>,
+    /// The offset below which this copy may have dropped tombstones (`Log::delete_horizon`).
+    pub(crate) delete_horizon: AtomicU64,
 }
 
 impl Log {
@@ -193,6 +202,7 @@ impl Log {
             active,
             epochs,
             settings,
+            delete_horizon,
         } = parts;
         let active_segment = Arc::clone(active.segment());
         let state = active_segment.state();
@@ -232,6 +242,8 @@ impl Log {
             epochs_version: AtomicU64::new(0),
             settings: RwLock::new(settings),
             settings_version: AtomicU64::new(0),
+            maintenance: Mutex::new(CompactionState::default()),
+            delete_horizon: AtomicU64::new(delete_horizon),
         }
     }
 
@@ -399,6 +411,11 @@ impl Log {
     /// describes are in place, so it is consistent at every point a panic could happen.
     pub(crate) fn lock_writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The maintenance lock (see the field), even after a panic elsewhere.
+    pub(crate) fn lock_maintenance(&self) -> MutexGuard<'_, CompactionState> {
+        self.maintenance.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Makes records below `target` durable, sharing the work with concurrent callers: whoever holds the

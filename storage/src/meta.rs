@@ -41,6 +41,8 @@ pub(crate) struct TopicRow {
     pub(crate) epochs: EpochHistory,
     /// The topic's explicit settings; `None` for the store's defaults.
     pub(crate) settings: Option<TopicSettings>,
+    /// The copy's delete horizon (zero if compaction never dropped a tombstone).
+    pub(crate) delete_horizon: u64,
 }
 
 /// A segment as the database records it.
@@ -158,6 +160,7 @@ impl Meta {
                 created_ms: from_sql(created_ms),
                 epochs: EpochHistory::default(),
                 settings: None,
+                delete_horizon: 0,
             });
         }
         let mut statement = connection
@@ -184,8 +187,10 @@ impl Meta {
             }
         }
         let mut settings = self.settings(&connection)?;
+        let mut horizons = self.horizons(&connection)?;
         for topic in &mut topics {
             topic.settings = settings.remove(&topic.name);
+            topic.delete_horizon = horizons.remove(&topic.name).unwrap_or(0);
         }
         Ok(topics)
     }
@@ -225,6 +230,28 @@ impl Meta {
             settings.insert(topic, explicit);
         }
         Ok(settings)
+    }
+
+    /// Every topic's delete horizon that is not zero, by topic name.
+    fn horizons(&self, connection: &Connection) -> Result<BTreeMap<String, u64>, Error> {
+        let mut statement = connection
+            .prepare("SELECT topic, delete_horizon FROM horizons")
+            .map_err(self.error("list delete horizons"))?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+            .map_err(self.error("list delete horizons"))?;
+        let mut horizons = BTreeMap::new();
+        for row in rows {
+            let (topic, horizon) = row.map_err(self.error("list delete horizons"))?;
+            horizons.insert(topic, from_sql(horizon));
+        }
+        Ok(horizons)
+    }
+
+    /// Records a topic's delete horizon.
+    pub(crate) fn set_delete_horizon(&self, topic: &str, horizon: u64) -> Result<(), Error> {
+        let connection = self.connection();
+        replace_horizon(&connection, topic, horizon).map_err(self.error("record the delete horizon"))
     }
 
     /// Replaces a topic's explicit settings (`None`: back to the store's defaults).
@@ -381,6 +408,7 @@ impl Meta {
         replace_epochs(&transaction, topic, &EpochHistory::default())
             .map_err(self.error("delete a topic"))?;
         replace_settings(&transaction, topic, None).map_err(self.error("delete a topic"))?;
+        replace_horizon(&transaction, topic, 0).map_err(self.error("delete a topic"))?;
         transaction.commit().map_err(self.error("delete a topic"))
     }
 
@@ -439,7 +467,8 @@ fn put_topic_row(connection: &Connection, topic: &TopicRow, replace: bool) -> Re
         ],
     )?;
     replace_epochs(connection, &topic.name, &topic.epochs)?;
-    replace_settings(connection, &topic.name, topic.settings.as_ref())
+    replace_settings(connection, &topic.name, topic.settings.as_ref())?;
+    replace_horizon(connection, &topic.name, topic.delete_horizon)
 }
 
 /// Replaces the settings row of a topic; `None` removes it.
@@ -460,6 +489,18 @@ fn replace_settings(
                 settings.retention_age_ms.map(to_sql),
                 settings.tombstone_retention_ms.map(to_sql),
             ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Replaces a topic's delete horizon (zero: no row).
+fn replace_horizon(connection: &Connection, topic: &str, horizon: u64) -> Result<(), rusqlite::Error> {
+    connection.execute("DELETE FROM horizons WHERE topic = ?1", params![topic])?;
+    if horizon > 0 {
+        connection.execute(
+            "INSERT INTO horizons (topic, delete_horizon) VALUES (?1, ?2)",
+            params![topic, to_sql(horizon)],
         )?;
     }
     Ok(())
@@ -521,6 +562,7 @@ mod tests {
             created_ms: 9,
             epochs: EpochHistory::first(0).begin(7),
             settings: None,
+            delete_horizon: 0,
         }
     }
 

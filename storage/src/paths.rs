@@ -43,6 +43,12 @@ const TOPICS_DIR: &str = "topics";
 const SEGMENT_SUFFIX: &str = ".log";
 /// Suffix of sparse index files.
 const INDEX_SUFFIX: &str = ".index";
+
+/// Suffix of a compacted segment being written (`{base}.log.compact`); garbage until renamed.
+const COMPACT_SUFFIX: &str = ".compact";
+
+/// Suffix of a repaired segment being written (`{base}.log.repair`); garbage until renamed.
+const REPAIR_SUFFIX: &str = ".repair";
 /// Number of decimal digits of a base offset in a file name (enough for any `u64`).
 const BASE_DIGITS: usize = 20;
 
@@ -54,7 +60,14 @@ pub(crate) fn meta_path(root: &Path) -> PathBuf {
 /// Where a repaired copy of the segment file at `segment` is written before it is renamed over it.
 pub(crate) fn repair_path(segment: &Path) -> PathBuf {
     let mut name = segment.as_os_str().to_owned();
-    name.push(".repair");
+    name.push(REPAIR_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Where compaction writes the new copy of the segment file at `segment` before renaming it over it.
+pub(crate) fn compact_path(segment: &Path) -> PathBuf {
+    let mut name = segment.as_os_str().to_owned();
+    name.push(COMPACT_SUFFIX);
     PathBuf::from(name)
 }
 
@@ -147,6 +160,8 @@ pub(crate) enum TopicFile {
     Segment(u64),
     /// An index file with this base offset.
     Index(u64),
+    /// A segment file being rewritten (compaction) or repaired that was never renamed in: garbage.
+    Unfinished,
 }
 
 /// Parses a file name written by [`segment_path`] or [`index_path`].
@@ -161,6 +176,13 @@ pub(crate) fn parse_topic_file(file_name: &str) -> Option<TopicFile> {
     }
     if let Some(digits) = file_name.strip_suffix(INDEX_SUFFIX) {
         return parse_base(digits).map(TopicFile::Index);
+    }
+    for suffix in [COMPACT_SUFFIX, REPAIR_SUFFIX] {
+        if let Some(segment) = file_name.strip_suffix(suffix)
+            && let Some(TopicFile::Segment(_)) = parse_topic_file(segment)
+        {
+            return Some(TopicFile::Unfinished);
+        }
     }
     None
 }

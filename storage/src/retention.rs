@@ -103,6 +103,7 @@ impl Log {
         if retention_bytes.is_none() && retention_age_ms.is_none() {
             return Ok(None);
         }
+        let _maintenance = self.lock_maintenance();
         let (removed, log_start) = {
             let mut segments = self.segments.write().unwrap_or_else(|poisoned| poisoned.into_inner());
             let summaries: Vec<_> = segments

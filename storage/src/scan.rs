@@ -22,8 +22,8 @@ pub(crate) struct ScanOutcome {
     pub(crate) problem: Option<String>,
 }
 
-/// Scans `bytes` from the start: every record must decode with a good CRC and carry the next offset,
-/// starting at `base_offset`. The scan stops at the first zero length field (the end of the written data in
+/// Scans `bytes` from the start: every record must decode with a good CRC and carry an offset above the
+/// record before it, starting at or above `base_offset` (a compacted range skips offsets). The scan stops at the first zero length field (the end of the written data in
 /// a preallocated file), at a record cut short, or at the first bad record.
 pub(crate) fn scan_records(bytes: &[u8], base_offset: u64, index_interval_bytes: u32) -> ScanOutcome {
     let mut builder = IndexBuilder::new(index_interval_bytes);
@@ -36,19 +36,19 @@ pub(crate) fn scan_records(bytes: &[u8], base_offset: u64, index_interval_bytes:
         let rest = &bytes[position..];
         match RecordView::decode(rest) {
             Ok(Some((view, len))) => {
-                if view.offset() != expected {
+                if view.offset() < expected {
                     problem = Some(format!(
-                        "record at byte {position} has offset {} where {expected} was expected",
+                        "record at byte {position} has offset {} where {expected} or above was expected",
                         view.offset()
                     ));
                     break;
                 }
-                if let Some(entry) = builder.observe(expected - base_offset, position) {
+                if let Some(entry) = builder.observe(view.offset() - base_offset, position) {
                     entries.push(entry);
                 }
                 last_timestamp_ms = view.timestamp_ms();
                 position += len;
-                expected += 1;
+                expected = view.offset() + 1;
             }
             Ok(None) => {
                 problem = Some(format!("record at byte {position} is cut short ({} bytes left)", rest.len()));
@@ -82,19 +82,20 @@ pub(crate) struct Tail {
 }
 
 /// Walks from the record at `position`, which must have offset `offset`, to the end of `bytes`, checking
-/// each record. Returns `None` unless the walk ends exactly at the end of `bytes` with contiguous offsets.
+/// each record. Returns `None` unless the walk ends exactly at the end of `bytes` with rising offsets.
 pub(crate) fn walk_to_end(bytes: &[u8], position: usize, offset: u64) -> Option<Tail> {
     let mut position = position;
     let mut expected = offset;
     let mut tail = None;
     while position < bytes.len() {
         let (view, len) = RecordView::decode(&bytes[position..]).ok()??;
-        if view.offset() != expected {
+        let first = tail.is_none();
+        if (first && view.offset() != offset) || view.offset() < expected {
             return None;
         }
-        tail = Some(Tail { last_offset: expected, last_timestamp_ms: view.timestamp_ms() });
+        tail = Some(Tail { last_offset: view.offset(), last_timestamp_ms: view.timestamp_ms() });
         position += len;
-        expected += 1;
+        expected = view.offset() + 1;
     }
     tail
 }
@@ -146,12 +147,20 @@ mod tests {
     }
 
     #[test]
-    fn offsets_must_continue() {
+    fn offsets_must_rise() {
+        // A compacted range skips offsets: accepted.
         let mut bytes = records(0, 3);
         bytes.extend(records(5, 2));
         let outcome = scan_records(&bytes, 0, 4096);
+        assert_eq!((outcome.next_offset, outcome.problem), (7, None));
+        assert_eq!(walk_to_end(&bytes, 0, 0).unwrap().last_offset, 6);
+        assert_eq!(scan_records(&records(7, 1), 0, 4096).next_offset, 8);
+        // An offset that does not rise is not.
+        let mut bytes = records(0, 3);
+        bytes.extend(records(2, 2));
+        let outcome = scan_records(&bytes, 0, 4096);
         assert_eq!(outcome.next_offset, 3);
-        assert!(outcome.problem.unwrap().contains("offset 5"));
-        assert_eq!(scan_records(&records(7, 1), 0, 4096).next_offset, 0);
+        assert!(outcome.problem.unwrap().contains("offset 2"));
+        assert_eq!(scan_records(&records(7, 1), 8, 4096).next_offset, 8);
     }
 }

@@ -106,16 +106,17 @@ impl Segment {
         self.damaged_at.fetch_min(offset, Ordering::AcqRel) > offset
     }
 
-    /// Checks every published record from byte `position` (the record with offset `offset`) up to
-    /// `end_offset` (length, CRC, fields, offsets in sequence): the one full pass over a stored segment.
-    /// Marks the segment damaged at the first record that fails and returns its offset.
+    /// Checks every published record from byte `position` (the first record at or above offset `offset`) up
+    /// to `end_offset` (length, CRC, fields, offsets rising; a compacted segment has gaps): the one full
+    /// pass over a stored segment. Marks the segment damaged at the first record that fails (the offset
+    /// after the last good one) and returns that offset.
     pub(crate) fn verify_from(&self, mut position: usize, mut offset: u64, end_offset: u64) -> Option<u64> {
         let bytes = self.published();
         while offset < end_offset && position < bytes.len() {
             match protocol::RecordView::decode(&bytes[position..]) {
-                Ok(Some((view, len))) if view.offset() == offset => {
+                Ok(Some((view, len))) if view.offset() >= offset => {
                     position += len;
-                    offset += 1;
+                    offset = view.offset() + 1;
                 }
                 _ => {
                     self.mark_damaged(offset);
@@ -372,7 +373,7 @@ pub(crate) fn open_sealed(
         .map_err(|source| Error::io("map segment file", path, source))?;
     // SAFETY: as above; the file now holds exactly the valid records.
     let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), outcome.valid_len) };
-    let entries = build_index(bytes, index_interval_bytes);
+    let entries = build_index(bytes, base_offset, index_interval_bytes);
     let index = match write_index_file(&index_file, &entries, true) {
         Ok(()) => load_index_file(&index_file, bytes, base_offset).ok().flatten(),
         Err(error) => {

@@ -238,6 +238,11 @@ impl Store {
     pub fn commit_replace(&self, replacement: Replacement) -> Result<Arc<Log>, Error> {
         let log = Arc::clone(replacement.log());
         log.flush()?;
+        if log.compacts() {
+            // The upstream's compaction may have dropped deletes anywhere in the copy it sent: a reader of
+            // this copy resuming below its end might have missed one.
+            log.delete_horizon.store(log.next_offset(), std::sync::atomic::Ordering::Release);
+        }
         let _admin = self.admin();
         let old = self.topic(log.name());
         let row = identity_row(&log);
@@ -324,7 +329,7 @@ impl Store {
 
     /// Rewrites a topic's identity file from its log, if the log is still the topic's committed copy (a
     /// replacement may have committed meanwhile, and its identity must not be overwritten with the old one).
-    fn update_identity(&self, log: &Arc<Log>) -> Result<(), Error> {
+    pub(crate) fn update_identity(&self, log: &Arc<Log>) -> Result<(), Error> {
         let _admin = self.admin();
         let current = self.topic(log.name());
         if !current.is_some_and(|current| Arc::ptr_eq(&current, log)) {
@@ -398,6 +403,7 @@ impl Store {
             active,
             epochs,
             settings,
+            delete_horizon: 0,
         }))
     }
 
@@ -454,6 +460,7 @@ fn identity_row(log: &Log) -> TopicRow {
         created_ms: log.created_ms,
         epochs: log.epochs(),
         settings: log.settings(),
+        delete_horizon: log.delete_horizon(),
     }
 }
 

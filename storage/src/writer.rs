@@ -19,6 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use memmap2::MmapOptions;
+use protocol::record::peek_record_offset;
 
 use crate::config::LogConfig;
 use crate::error::Error;
@@ -201,20 +202,24 @@ impl SegmentWriter {
             .map_err(|source| Error::io("write segment", self.segment.path(), source))?;
         let base_offset = self.segment.base_offset();
         let mut entries: Vec<IndexEntry> = Vec::new();
-        let mut at = start;
-        // The sizes were learnt when the records were checked or encoded; the bytes are not read again.
-        for (relative_offset, len) in (self.end_offset - base_offset..).zip(record_lens) {
-            if let Some(entry) = self.builder.observe(relative_offset, at) {
+        let mut at = 0;
+        let mut last_offset = self.end_offset.saturating_sub(1);
+        // The sizes were learnt when the records were checked or encoded; only each record's offset field
+        // is read again (offsets rise, with gaps in a compacted range).
+        for len in record_lens {
+            last_offset = peek_record_offset(&bytes[at..]).unwrap_or(last_offset + 1);
+            if let Some(entry) = self.builder.observe(last_offset - base_offset, start + at) {
                 entries.push(entry);
             }
             at += *len as usize;
         }
-        let n_records = record_lens.len() as u64;
         if !entries.is_empty() {
             self.segment.extend_index(&entries);
         }
         self.position += n;
-        self.end_offset += n_records;
+        if !record_lens.is_empty() {
+            self.end_offset = last_offset + 1;
+        }
         // The write above returned, so the bytes are in the page cache the mapping shares; publishing the
         // length with `Release` after it is what lets readers borrow them.
         self.segment.publish(self.position, self.end_offset, last_timestamp_ms);

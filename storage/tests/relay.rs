@@ -79,18 +79,29 @@ fn gaps_are_refused_and_nothing_is_written() {
 
     let result = child.append_records(&bytes_of(&parent, 60, 70));
     assert!(matches!(result, Err(Error::OffsetGap { expected: 50, found: 60, .. })), "{result:?}");
-    let mut holey = bytes_of(&parent, 50, 55);
-    holey.extend(bytes_of(&parent, 57, 60));
-    let result = child.append_records(&holey);
+    let mut backwards = bytes_of(&parent, 50, 55);
+    backwards.extend(bytes_of(&parent, 53, 60));
+    let result = child.append_records(&backwards);
     assert!(
         matches!(
             result,
-            Err(Error::BadBatch { source: WireError::OffsetGap { expected: 55, found: 57 }, .. })
+            Err(Error::BadBatch { source: WireError::OffsetBackwards { expected: 55, found: 53 }, .. })
         ),
         "{result:?}"
     );
     assert_eq!(child.next_offset(), 50);
     assert_eq!(read_all(&child), bytes_of(&parent, 0, 50));
+
+    // Records that skip offsets inside one run are a compacted range their sender vouches for.
+    let mut compacted = bytes_of(&parent, 50, 55);
+    compacted.extend(bytes_of(&parent, 57, 60));
+    child.append_records(&compacted).unwrap();
+    assert_eq!(child.next_offset(), 60);
+    let mut expected = bytes_of(&parent, 0, 55);
+    expected.extend(bytes_of(&parent, 57, 60));
+    assert_eq!(read_all(&child), expected);
+    let chunk = child.read(55, 100, 1 << 20).unwrap();
+    assert_eq!((chunk.first_offset, chunk.next_offset, chunk.n_records), (55, 60, 3));
 }
 
 #[test]

@@ -52,6 +52,9 @@ fn refresh_gauges(node: &Node) {
         let labels = Metrics::topic(log.name());
         metrics.log_end_offset.get_or_create(&labels).set(gauge_value(log.next_offset()));
         metrics.log_start_offset.get_or_create(&labels).set(gauge_value(log.log_start()));
+        if log.compacts() {
+            metrics.delete_horizon.get_or_create(&labels).set(gauge_value(log.delete_horizon()));
+        }
         storage_bytes = storage_bytes.saturating_add(log.stats().size_bytes);
     }
     metrics.storage_bytes.set(gauge_value(storage_bytes));

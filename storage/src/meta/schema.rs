@@ -8,17 +8,18 @@ use rusqlite::{Connection, ErrorCode, params};
 use crate::error::Error;
 
 /// The schema version this build writes and reads (SQLite's `user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// The columns every query of this module uses, one statement per table: preparing them proves that an
 /// existing database has this schema.
-const SCHEMA_PROBES: [(&str, &str); 4] = [
+const SCHEMA_PROBES: [(&str, &str); 5] = [
     ("topics", "SELECT name, uid, generation, log_start, created_ms FROM topics LIMIT 0"),
     ("epochs", "SELECT topic, epoch, start_offset FROM epochs LIMIT 0"),
     (
         "settings",
         "SELECT topic, cleanup, retention_bytes, retention_age_ms, tombstone_retention_ms FROM settings LIMIT 0",
     ),
+    ("horizons", "SELECT topic, delete_horizon FROM horizons LIMIT 0"),
     (
         "segments",
         "SELECT topic, generation, base_offset, last_offset, size_bytes, sealed, created_ms, sealed_ms,
@@ -30,7 +31,8 @@ const SCHEMA_PROBES: [(&str, &str); 4] = [
 /// (a version 1 database gains the empty table when opened: its topics then have no known history).
 /// Version 3 added `settings`, a topic's explicit settings (an older database gains the empty table when
 /// opened: its topics then have no explicit settings, which is what they had). `cleanup` holds the API
-/// word (`delete`, `compact`, `compact,delete`); a NULL limit is no limit.
+/// word (`delete`, `compact`, `compact,delete`); a NULL limit is no limit. Version 4 added `horizons`, a
+/// compacted copy's delete horizon (an older database gains the empty table: no tombstone was dropped).
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS topics (
     name        TEXT PRIMARY KEY,
@@ -64,7 +66,11 @@ CREATE TABLE IF NOT EXISTS settings (
     retention_age_ms        INTEGER,
     tombstone_retention_ms  INTEGER
 );
-PRAGMA user_version = 3;
+CREATE TABLE IF NOT EXISTS horizons (
+    topic           TEXT PRIMARY KEY,
+    delete_horizon  INTEGER NOT NULL
+);
+PRAGMA user_version = 4;
 ";
 
 /// Wraps an SQLite error from opening `path`: damage SQLite recognises (not a database, corrupt) makes
@@ -144,7 +150,7 @@ mod tests {
         assert!(matches!(error, Error::UnusableMeta { .. }), "{error}");
 
         let newer = dir.path().join("newer.sqlite");
-        Connection::open(&newer).unwrap().execute_batch("PRAGMA user_version = 4;").unwrap();
+        Connection::open(&newer).unwrap().execute_batch("PRAGMA user_version = 5;").unwrap();
         assert!(matches!(Meta::open(&newer), Err(Error::UnusableMeta { source: None, .. })));
 
         // A version 1 database (before epochs) opens, and its topics have no known history.

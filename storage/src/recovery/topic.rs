@@ -132,6 +132,8 @@ impl TopicRun<'_> {
             }
         };
 
+        let sealed = self.drop_covered(sealed);
+        let mut sealed = sealed;
         let mut expected = active.segment().base_offset();
         let mut keep_from = sealed.len();
         for (i, segment) in sealed.iter().enumerate().rev() {
@@ -172,7 +174,34 @@ impl TopicRun<'_> {
             active,
             epochs: topic.epochs.clone(),
             settings: topic.settings,
+            delete_horizon: topic.delete_horizon,
         }))
+    }
+
+    /// Deletes the segments that start inside the segment before them and end within it: compaction renamed
+    /// that one in (it ends where the last segment it replaced ended) and crashed before deleting them, so
+    /// every record of theirs it did not keep was replaced by a later one.
+    fn drop_covered(&mut self, sealed: Vec<Arc<Segment>>) -> Vec<Arc<Segment>> {
+        let mut kept: Vec<Arc<Segment>> = Vec::with_capacity(sealed.len());
+        for segment in sealed {
+            let (base, end) = (segment.base_offset(), segment.state().end_offset);
+            if let Some(before) = kept.last()
+                && base < before.state().end_offset
+                && end <= before.state().end_offset
+            {
+                tracing::warn!(
+                    topic = %self.topic.name, base_offset = base, covered_by = before.base_offset(),
+                    "segment replaced by a compacted one (compaction stopped before deleting it); deleting it"
+                );
+                drop(segment);
+                delete_segment_files(&self.dir, base);
+                self.changes.removed.push(base);
+                self.changes.upserts.retain(|row| row.base_offset != base);
+                continue;
+            }
+            kept.push(segment);
+        }
+        kept
     }
 
     /// Opens a segment that is not the last one, as sealed. Returns `None` if it holds no valid record:
@@ -292,6 +321,7 @@ fn list_topic_files(dir: &Path) -> Result<(BTreeSet<u64>, BTreeSet<u64>), Error>
             Some(TopicFile::Index(base)) => {
                 indexes.insert(base);
             }
+            Some(TopicFile::Unfinished) => remove_file_logged(&path, "a rewrite that was never switched in"),
             None => tracing::warn!(path = %path.display(), "unexpected file in a topic directory; ignored"),
         }
     }
