@@ -8,7 +8,8 @@
 //! (`quarantine.rs`). It deletes only what is garbage by design: a replacement that never committed (the
 //! old copy is the truth) and the old copy of one that did, segment files that retention already removed
 //! from the metadata, empty segment files, index files (rebuilt from their segments), an unfinished
-//! identity file; and it cuts the bytes after a segment's valid records, keeping the file.
+//! identity file, a compacted or repaired segment never renamed in, and the segments a renamed-in compacted
+//! segment replaced; and it cuts the bytes after a segment's valid records, keeping the file.
 //!
 //! Every mismatch has one outcome, logged with `tracing::warn!`.
 //!
@@ -53,16 +54,22 @@
 //! Segments of the committed generation (`recovery/topic.rs`):
 //!
 //! - A segment row without a file is removed.
+//! - A `{base}.log.compact` or `{base}.log.repair` file (a rewrite that was never renamed in) is deleted: the
+//!   segment it was to replace is still there.
+//! - A sealed segment that starts inside the segment before it and ends within it was replaced by that
+//!   one (compaction renamed it in, ending exactly where the last segment of its group ended, and stopped
+//!   before deleting the rest of the group): it is deleted and its row removed.
 //! - A segment file SQLite does not know is adopted if it continues the log (a rebuilt topic adopts every
 //!   file this way); one below the log start (left over by retention) is deleted.
 //! - A sealed segment whose size or last offset differs from its row, or which has no sealed row, is
-//!   rescanned record by record (CRC and offsets); anything after its valid records is cut off, and its
+//!   rescanned record by record (CRC and offsets rising; a compacted segment skips some); anything after its valid records is cut off, and its
 //!   row is rewritten. One without any valid record is quarantined (deleted if the file is empty).
 //! - A missing or bad index file is rebuilt from its segment; an index file without a segment is deleted.
-//! - The last segment is always the active one: every record's CRC and offset continuity is checked, a
+//! - The last segment is always the active one: every record's CRC and rising offsets are checked, a
 //!   torn or corrupt tail is cut (the file is truncated to the valid prefix, so what follows reads as
 //!   zeros), and the file is synced.
-//! - Segments must be contiguous. Where a gap remains, the segments before it are quarantined: the newest
+//! - Segments must be contiguous: each starts where the one before it ends (inside one, offsets may skip
+//!   where compaction removed records). Where a gap between two remains, the segments before it are quarantined: the newest
 //!   run is kept because new offsets continue from it, and keeping older data instead would hand out
 //!   offsets again. The log start moves to the first segment kept.
 

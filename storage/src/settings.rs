@@ -3,7 +3,7 @@
 //!
 //! Settings are durable before anyone is told of them: SQLite first, then the topic's identity file
 //! (recovery rewrites the file from SQLite if a crash comes between), then the log in memory, which wakes
-//! its readers so that sessions pass them on. Applying them is retention's business (`retention.rs`).
+//! its readers so that sessions pass them on. Applying them is retention's and compaction's business (`retention.rs`, `compact.rs`).
 
 use std::sync::Arc;
 
