@@ -280,6 +280,11 @@ impl Log {
             }
         };
         let _maintenance = self.lock_maintenance();
+        if self.is_closed() {
+            // A full refresh replaced this copy meanwhile; its directory goes with it.
+            remove_file_logged(&temporary, "the topic was replaced during compaction");
+            return Ok(());
+        }
         let current = self.segment_list();
         let Some(at) = current.iter().position(|segment| Arc::ptr_eq(segment, first)) else {
             remove_file_logged(&temporary, "the segments changed during compaction");
