@@ -3,7 +3,10 @@
 //! that record on; this task notices, and on a relaying node fetches the segment's records from the parent
 //! (the HTTP fetch endpoint, raw bytes: the same records, byte for byte) and has storage switch them in.
 //! ROOT holds the only copy: it says so once, in one line, and the range stays unserved (and counted in
-//! `relay_damaged_segments`) until an operator restores it. Readers waiting at the damage wake once it is
+//! `relay_damaged_segments`) until an operator restores it. A compacted topic's segment rarely matches
+//! the parent's bytes (each node compacts on its own schedule), so when the parent's records are not the
+//! same, the relay asks the parent for a full refresh of that topic instead (its operator refresh of the
+//! group that is this node's id), which replaces the whole copy. Readers waiting at the damage wake once it is
 //! repaired. Sessions hand this module the ranges a receiver refused (`verify_refused`) to check.
 
 use std::collections::HashSet;
@@ -35,12 +38,19 @@ pub async fn run_repairs(node: Arc<Node>) {
     };
     let shutdown = node.shutdown.clone();
     let mut reported: HashSet<(String, u64)> = HashSet::new();
+    // Damaged compacted segments whose topic this node asked its parent to refresh; forgotten once the
+    // refresh replaced the copy (the damaged segment is then gone).
+    let mut refresh_asked: HashSet<(String, u64)> = HashSet::new();
     loop {
         tokio::select! {
             () = shutdown.wait() => return,
             () = tokio::time::sleep(CHECK_EVERY) => {}
         }
-        for damaged in node.store.damaged_segments() {
+        let damaged_now = node.store.damaged_segments();
+        refresh_asked.retain(|(topic, base)| {
+            damaged_now.iter().any(|damaged| &damaged.topic == topic && damaged.base_offset == *base)
+        });
+        for damaged in damaged_now {
             let key = (damaged.topic.clone(), damaged.base_offset);
             let Some(log) = node.store.topic(&damaged.topic) else { continue };
             if !node.is_root() && !damaged.sealed {
@@ -85,6 +95,18 @@ pub async fn run_repairs(node: Arc<Node>) {
                         parent = %parent.id, elapsed_ms = started.elapsed().as_millis() as u64,
                         "repaired a damaged range from the parent");
                 }
+                Err(reason) if log.compacts() => {
+                    if refresh_asked.insert(key.clone()) {
+                        tracing::warn!(topic = %damaged.topic, from = damaged.base_offset, %reason,
+                            "the parent's records differ from a damaged compacted segment; asking it for a full refresh");
+                        if let Err(error) =
+                            ask_refresh(&http, &parent.http_addr, &node.config.node_id, &damaged.topic).await
+                        {
+                            tracing::warn!(topic = %damaged.topic, %error, "asking the parent for a full refresh failed; trying again");
+                            refresh_asked.remove(&key);
+                        }
+                    }
+                }
                 Err(reason) => tracing::warn!(topic = %damaged.topic, from = damaged.base_offset, %reason,
                     "repairing a damaged range from the parent failed; trying again"),
             }
@@ -106,6 +128,19 @@ pub fn verify_refused(ranges: Vec<(Arc<Log>, u64, u64)>) {
             }
         }
     });
+}
+
+/// Asks the parent for a full refresh of `topic` for this node (its operator refresh of the group named
+/// after this node's id, which the parent's pipe session serves).
+async fn ask_refresh(http: &reqwest::Client, parent: &str, node_id: &str, topic: &str) -> Result<(), String> {
+    let url = format!("http://{parent}/api/v1/groups/{node_id}/refresh");
+    let response = http
+        .post(&url)
+        .json(&serde_json::json!({ "topic": topic }))
+        .send()
+        .await
+        .map_err(|error| format!("POST {url}: {error}"))?;
+    if response.status().is_success() { Ok(()) } else { Err(format!("POST {url}: {}", response.status())) }
 }
 
 /// The records of the damaged segment's whole range, fetched from the parent as raw bytes.

@@ -76,13 +76,18 @@ async fn publish(root: &TestBroker, model: &mut State, from: u64, n: u64, keys: 
     }
 }
 
-/// The node's compaction passes so far, from `/metrics`.
-async fn compaction_passes(node: &TestBroker) -> u64 {
+/// A counter of the node's `/metrics`.
+async fn counter(node: &TestBroker, name: &str) -> u64 {
     let page = reqwest::get(node.url("/metrics")).await.unwrap().text().await.unwrap();
     page.lines()
-        .find_map(|line| line.strip_prefix("relay_compaction_passes_total "))
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The node's compaction passes so far.
+async fn compaction_passes(node: &TestBroker) -> u64 {
+    counter(node, "relay_compaction_passes_total").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,6 +174,56 @@ async fn root_and_child_compact_and_a_group_below_the_delete_horizon_is_refreshe
         }
     }
     assert_eq!(live(&refreshed), live(&model));
+    child.stop().await;
+    root.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_compacted_segment_on_a_relay_is_replaced_by_a_full_refresh() {
+    let root = TestBroker::start_with(compacting).await;
+    let (status, answer) = root.put("/api/v1/topics/prices", r#"{"cleanup": "compact"}"#).await;
+    assert_eq!(status, 201, "{answer}");
+    let parent_url = root.http.to_string();
+    let child = TestBroker::start_with(|config| {
+        compacting(config);
+        config.level = Level::L2;
+        config.node_id = "l2-damaged".into();
+        config.parent_url = Some(parent_url);
+        config.pipe_heartbeat = Duration::from_millis(200);
+    })
+    .await;
+    let mut model = State::new();
+    publish(&root, &mut model, 0, 4_000, 60).await;
+    let end = root.node.store.topic("prices").unwrap().next_offset();
+    wait_until("the child holds everything", || async {
+        child.node.store.topic("prices").is_some_and(|log| log.next_offset() == end)
+    })
+    .await;
+    wait_until("the child compacted", || async { compaction_passes(&child).await > 0 }).await;
+
+    // One byte of a compacted segment on the child's disk flips.
+    let log = child.node.store.topic("prices").unwrap();
+    let sealed =
+        log.segments().into_iter().find(|segment| segment.sealed && segment.size_bytes > 1000).unwrap();
+    let path = sealed.path.clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    drop(log);
+    let refreshes = counter(&child, "relay_pipe_refreshes_total").await;
+
+    // The scrub finds it, the parent's records differ, and a full refresh replaces the copy.
+    wait_until("the child's copy was replaced by a full refresh", || async {
+        let Some(log) = child.node.store.topic("prices") else { return false };
+        counter(&child, "relay_pipe_refreshes_total").await > refreshes
+            && log.damaged_segments().is_empty()
+            && log.next_offset() == end
+    })
+    .await;
+    assert!(std::fs::metadata(&path).is_err(), "the damaged copy is gone");
+    let (state, _) = state_of(&child, "prices");
+    assert_eq!(live(&state), live(&model));
     child.stop().await;
     root.stop().await;
 }
