@@ -1,10 +1,10 @@
 //! kill -9 during compaction, on ROOT and on an L2 child, as real processes: small segments and a slow
 //! `--compaction-rate` make a pass over a compacted topic take a while. Each node is killed while a
-//! rewritten group's `.compact` file exists (mid-way through a pass) and once the moment one is renamed in
-//! (right after a switch), restarted on the same data directory, and once its compaction has run again,
-//! its copy is read back through the HTTP API record by record: it replays to exactly the model's live keys
-//! and values (a deleted key absent or a tombstone), offsets strictly rising, nothing doubled, and no
-//! `.compact` file is left over.
+//! rewritten group's `.compact` file exists (mid-way through a pass), while a later group's does (one
+//! switched in before it), and twice the moment one is renamed in (right after a switch), restarted on the
+//! same data directory, and once its compaction has run again, its copy is read back through the HTTP API
+//! record by record: it replays to exactly the model's live keys and values (a deleted key absent or a
+//! tombstone), offsets strictly rising, nothing doubled, and no `.compact` file is left over.
 
 mod tree;
 
@@ -109,6 +109,9 @@ enum Moment {
     MidWay,
     /// The moment a `.compact` file is gone again (renamed in, mostly).
     AfterRename,
+    /// While a `.compact` file exists that is not the first one seen: a later group of a pass, with an
+    /// earlier one switched in (or the first group of a later pass).
+    LaterGroup,
 }
 
 /// Publishes rounds at ROOT until `victim` writes a `.compact` file, then kills it (-9) at `moment`.
@@ -122,13 +125,17 @@ async fn kill_during_compaction(
     moment: Moment,
 ) -> Vec<(PathBuf, u64)> {
     let data_dir = tree.nodes[victim].data_dir.clone();
+    // The first `.compact` file seen, when waiting for a later one.
+    let mut first = Vec::new();
     for _ in 0..10 {
         *round += 1;
         publish_round(tree, model, *round).await;
         let deadline = Instant::now() + DEADLINE / 4;
         while Instant::now() < deadline {
             let seen = compact_files(&data_dir);
-            if !seen.is_empty() {
+            if moment == Moment::LaterGroup && first.is_empty() {
+                first = seen;
+            } else if seen.iter().any(|file| !first.contains(file)) {
                 if moment == Moment::AfterRename {
                     // Looked for without sleeping, to kill as close to the rename as possible: the switch
                     // goes on (sync, index, deleting the replaced segments, SQLite) for a few milliseconds.
@@ -144,7 +151,12 @@ async fn kill_during_compaction(
                 return left;
             }
             tree.assert_all_running();
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            if first.is_empty() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            } else {
+                // A later group's file may exist for a few milliseconds only: looked for without sleeping.
+                tokio::task::yield_now().await;
+            }
         }
     }
     panic!("{victim} never wrote a .compact file in 10 rounds");
@@ -245,9 +257,9 @@ async fn kill_9_during_compaction_on_root_and_on_a_child_leaves_correct_copies()
         publish_round(&tree, &mut model, round).await;
     }
 
-    // ROOT, mid-way through a pass, then twice right after a switch; the child keeps running and follows.
+    // ROOT at each of the moments; the child keeps running and follows.
     let mut covered = 0;
-    for moment in [Moment::MidWay, Moment::AfterRename, Moment::AfterRename] {
+    for moment in [Moment::MidWay, Moment::AfterRename, Moment::LaterGroup, Moment::AfterRename] {
         let left = kill_during_compaction(&mut tree, "root", &mut model, &mut round, moment).await;
         covered += restart_and_compact(&mut tree, "root", &left).await;
         let n_root = check_copy(&tree, "root", &model).await;
@@ -257,8 +269,8 @@ async fn kill_9_during_compaction_on_root_and_on_a_child_leaves_correct_copies()
         assert!(n_root < published, "ROOT never compacted: {n_root} records of {published}");
     }
 
-    // The child, the same ways, while ROOT keeps running.
-    for moment in [Moment::MidWay, Moment::AfterRename, Moment::AfterRename] {
+    // The child at the same moments, while ROOT keeps running.
+    for moment in [Moment::MidWay, Moment::AfterRename, Moment::LaterGroup, Moment::AfterRename] {
         let left = kill_during_compaction(&mut tree, "l2", &mut model, &mut round, moment).await;
         covered += restart_and_compact(&mut tree, "l2", &left).await;
         wait_caught_up(&tree, "l2").await;

@@ -1,9 +1,10 @@
 //! kill -9 of the real consumer-app binary while it compacts its copy of a compacted topic: small segments
 //! and a slow `CONSUMER_COMPACTION_RATE` make a pass take a while; the app is killed while a rewritten
-//! group's `.compact` file exists (mid-way through a pass) and the moment one is renamed in (right after a
-//! switch), restarted on the same data directory, and once its compaction has run again every key of the
-//! model is checked through the key API, the key list matches the model's live keys, the copy's records
-//! replay to the model with offsets strictly rising, and no `.compact` file is left over.
+//! group's `.compact` file exists (mid-way through a pass), while a later group's does (one switched in
+//! before it), and twice the moment one is renamed in (right after a switch), restarted on the same data
+//! directory, and once its compaction has run again every key of the model is checked through the key API,
+//! the key list matches the model's live keys, the copy's records replay to the model with offsets strictly
+//! rising, and no `.compact` file is left over.
 
 mod common;
 
@@ -110,6 +111,9 @@ enum Moment {
     MidWay,
     /// The moment a `.compact` file is gone again (renamed in, mostly).
     AfterRename,
+    /// While a `.compact` file exists that is not the first one seen: a later group of a pass, with an
+    /// earlier one switched in (or the first group of a later pass).
+    LaterGroup,
 }
 
 /// Publishes rounds until the app writes a `.compact` file, then kills it (-9) at `moment`. Answers the
@@ -123,13 +127,17 @@ async fn kill_during_compaction(
     round: &mut u64,
     moment: Moment,
 ) -> Vec<(PathBuf, u64)> {
+    // The first `.compact` file seen, when waiting for a later one.
+    let mut first = Vec::new();
     for _ in 0..10 {
         *round += 1;
         publish_round(broker, model, *round).await;
         let deadline = Instant::now() + WAIT / 4;
         while Instant::now() < deadline {
             let seen = compact_files(data_dir);
-            if !seen.is_empty() {
+            if moment == Moment::LaterGroup && first.is_empty() {
+                first = seen;
+            } else if seen.iter().any(|file| !first.contains(file)) {
                 if moment == Moment::AfterRename {
                     // Looked for without sleeping, to kill as close to the rename as possible.
                     let gone = Instant::now() + WAIT;
@@ -143,7 +151,12 @@ async fn kill_during_compaction(
                 println!("app killed (-9) {moment:?} after round {round}, seen {seen:?}, left {left:?}");
                 return left;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            if first.is_empty() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            } else {
+                // A later group's file may exist for a few milliseconds only: looked for without sleeping.
+                tokio::task::yield_now().await;
+            }
         }
     }
     panic!("the app never wrote a .compact file in 10 rounds");
@@ -269,7 +282,7 @@ async fn kill_9_during_compaction_of_the_apps_copy_leaves_a_correct_copy() {
     }
     wait_for_round(&app, round).await;
 
-    for moment in [Moment::MidWay, Moment::AfterRename, Moment::AfterRename] {
+    for moment in [Moment::MidWay, Moment::AfterRename, Moment::LaterGroup, Moment::AfterRename] {
         let left = kill_during_compaction(&broker, app, data.path(), &mut model, &mut round, moment).await;
         app = restart_and_compact(&broker, data.path(), &left, round).await;
         check_copy(&app, &model).await;
