@@ -149,6 +149,36 @@ impl Api {
         Ok(())
     }
 
+    /// `PUT {base}/api/v1/topics/{topic}` with `settings` (ROOT only): creates the topic with them, or
+    /// changes an existing topic's.
+    pub async fn put_topic_settings(
+        &self,
+        base: &str,
+        topic: &str,
+        settings: &serde_json::Value,
+    ) -> Result<()> {
+        let response = self
+            .client
+            .put(format!("{base}/api/v1/topics/{topic}"))
+            .json(settings)
+            .send()
+            .await
+            .with_context(|| format!("PUT {base}/api/v1/topics/{topic}"))?;
+        checked(response, "topic settings").await?;
+        Ok(())
+    }
+
+    /// `GET {base}/metrics`: the Prometheus text of a broker or a consumer-app.
+    pub async fn metrics(&self, base: &str) -> Result<Metrics> {
+        let response = self
+            .client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .with_context(|| format!("GET {base}/metrics"))?;
+        Ok(Metrics(checked(response, "metrics").await?.text().await.context("metrics")?))
+    }
+
     /// A consumer-app's `GET {base}/api/v1/stats`.
     pub async fn app_stats(&self, base: &str) -> Result<AppStats> {
         let response = self.client.get(format!("{base}/api/v1/stats")).send().await?;
@@ -168,6 +198,39 @@ impl Api {
     }
 }
 
+/// A scrape of a `/metrics` endpoint (Prometheus text format).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The sum of every sample of the metric `name` (over all its label sets); 0 if it has none.
+    pub fn sum(&self, name: &str) -> f64 {
+        self.0
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let rest = line.strip_prefix(name)?;
+                let value = if let Some(labelled) = rest.strip_prefix('{') {
+                    labelled.split_once('}')?.1
+                } else {
+                    rest.strip_prefix(' ')?
+                };
+                value.split_whitespace().next()?.parse::<f64>().ok()
+            })
+            .sum()
+    }
+
+    /// The value of the metric `name` with the label `label="value"`, if present.
+    pub fn labelled(&self, name: &str, label: &str, value: &str) -> Option<f64> {
+        let wanted = format!("{label}=\"{value}\"");
+        self.0.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+            let (labels, sample) = line.strip_prefix(name)?.strip_prefix('{')?.split_once('}')?;
+            labels.split(',').any(|pair| pair == wanted).then_some(())?;
+            sample.split_whitespace().next()?.parse::<f64>().ok()
+        })
+    }
+}
+
 /// The response if its status is a success, otherwise an error quoting the body.
 async fn checked(response: reqwest::Response, what: &str) -> Result<reqwest::Response> {
     let status = response.status();
@@ -176,4 +239,21 @@ async fn checked(response: reqwest::Response, what: &str) -> Result<reqwest::Res
     }
     let body = response.text().await.unwrap_or_default();
     bail!("{what}: HTTP {status}: {}", body.chars().take(500).collect::<String>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_summed_over_label_sets() {
+        let text = "# HELP relay_x x\n# TYPE relay_x counter\nrelay_x_total 3\nrelay_x_total_other 9\n\
+                    relay_y{topic=\"a\"} 1.5\nrelay_y{topic=\"b\",node=\"n\"} 2\n";
+        let metrics = Metrics(text.to_string());
+        assert_eq!(metrics.sum("relay_x_total"), 3.0);
+        assert_eq!(metrics.sum("relay_y"), 3.5);
+        assert_eq!(metrics.sum("relay_z"), 0.0);
+        assert_eq!(metrics.labelled("relay_y", "topic", "b"), Some(2.0));
+        assert_eq!(metrics.labelled("relay_y", "topic", "c"), None);
+    }
 }

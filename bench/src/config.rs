@@ -102,6 +102,9 @@ pub enum Scenario {
     Fanout(FanoutArgs),
     /// The idle chain with a number of topics: resident memory of each broker (LOCAL's is the figure).
     Idle(IdleArgs),
+    /// A compacted topic at ROOT: compaction MB/s on one core, the compacted log's size, and the bytes a
+    /// new consumer-app's full copy moves beside the live keys' latest records.
+    Compact(CompactArgs),
 }
 
 /// The largest value the broker generates per record (`/test/inject-messages` refuses more).
@@ -156,6 +159,25 @@ impl Scenario {
                 size_ok(args.size)
             }
             Scenario::Idle(args) => positive(args.topics as u64, "--topics"),
+            Scenario::Compact(args) => {
+                positive(args.updates, "--updates")?;
+                positive(args.keys, "--keys")?;
+                positive(args.batch, "--batch")?;
+                positive(args.producers as u64, "--producers")?;
+                if args.keys > args.updates {
+                    return Err("--keys must be at most --updates (every key gets a value)".to_string());
+                }
+                if !(0.0..=1.0).contains(&args.delete_share) {
+                    return Err("--delete-share must be 0 to 1".to_string());
+                }
+                if args.segment_bytes < 4096 {
+                    return Err("--segment-bytes must be at least 4096".to_string());
+                }
+                (1..=MAX_VALUE_SIZE)
+                    .contains(&args.value_bytes)
+                    .then_some(())
+                    .ok_or(format!("--value-bytes must be 1 to {MAX_VALUE_SIZE}"))
+            }
         }
     }
 
@@ -168,6 +190,7 @@ impl Scenario {
             Scenario::Refresh(_) => "refresh",
             Scenario::Fanout(_) => "fanout",
             Scenario::Idle(_) => "idle",
+            Scenario::Compact(_) => "compact",
         }
     }
 }
@@ -298,6 +321,40 @@ pub struct IdleArgs {
     pub settle: Duration,
 }
 
+/// Options of the `compact` scenario.
+#[derive(Debug, Clone, Args)]
+pub struct CompactArgs {
+    /// Updates published (records with a value), spread evenly over the keys.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub updates: u64,
+    /// Distinct keys updated.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Value size of each update, in bytes.
+    #[arg(long, default_value = "1024", value_parser = parse_size_usize)]
+    pub value_bytes: usize,
+    /// Share of the keys deleted by a tombstone after the updates (0 to 1).
+    #[arg(long, default_value_t = 0.1)]
+    pub delete_share: f64,
+    /// ROOT's `--segment-bytes`: compaction never touches the active segment, so small segments leave
+    /// nearly all the data sealed and compacted.
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    pub segment_bytes: u64,
+    /// ROOT's `--compaction-interval` for the measuring passes.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub compaction_interval: Duration,
+    /// Records per PUBLISH frame.
+    #[arg(long, default_value_t = 100)]
+    pub batch: u64,
+    /// Producer connections publishing at once (each with 64 frames in flight).
+    #[arg(long, default_value_t = 2)]
+    pub producers: usize,
+    /// Compact while publishing (ROOT starts with compaction on; passes share the cores with the producers
+    /// and the ingest) instead of publishing first and restarting ROOT for the measuring passes.
+    #[arg(long, default_value_t = false)]
+    pub live: bool,
+}
+
 pub use service::units::{parse_duration, parse_size};
 
 /// [`parse_size`] for sizes held in a `usize`.
@@ -359,6 +416,9 @@ mod tests {
             &["relay-bench", "storage", "--batch", "0"],
             &["relay-bench", "hop", "--count", "0"],
             &["relay-bench", "idle", "--topics", "0"],
+            &["relay-bench", "compact", "--keys", "0"],
+            &["relay-bench", "compact", "--delete-share", "1.5"],
+            &["relay-bench", "compact", "--updates", "10", "--keys", "20"],
         ] {
             let cli = Cli::try_parse_from(line).unwrap();
             let message = cli.scenario.validate().unwrap_err();

@@ -195,6 +195,20 @@ impl Launcher {
         self.services.iter_mut().try_for_each(Service::check_running)
     }
 
+    /// Stops the process named `name` (by its PID, as at the end of a run) and forgets it, so that a
+    /// process of the same name (a broker restarted on its data directory) can be started again.
+    pub fn stop(&mut self, name: &str) {
+        if let Some(index) = self.services.iter().position(|service| service.name() == name) {
+            let mut service = self.services.remove(index);
+            service.stop();
+        }
+    }
+
+    /// The PID of the process named `name`, if it runs.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.services.iter().find(|service| service.name() == name).map(Service::pid)
+    }
+
     /// Stops every process, the last started first (children before their parents).
     pub fn stop_all(&mut self) {
         while let Some(mut service) = self.services.pop() {

@@ -247,7 +247,7 @@ pub fn json_batch(first: u64, count: u64, value_size: usize, timestamp_us: u64) 
 
 /// Takes up to `chunk` of what is left of `total`: the first number taken and how many; `None` when
 /// nothing is left.
-fn claim(claimed: &AtomicU64, total: u64, chunk: u64) -> Option<(u64, u64)> {
+pub fn claim(claimed: &AtomicU64, total: u64, chunk: u64) -> Option<(u64, u64)> {
     let mut current = claimed.load(Ordering::Relaxed);
     loop {
         if current >= total {
@@ -262,7 +262,7 @@ fn claim(claimed: &AtomicU64, total: u64, chunk: u64) -> Option<(u64, u64)> {
 }
 
 /// Waits for every task, returning the first error.
-async fn join_all(mut tasks: JoinSet<Result<()>>) -> Result<()> {
+pub async fn join_all(mut tasks: JoinSet<Result<()>>) -> Result<()> {
     let mut first_error = None;
     while let Some(done) = tasks.join_next().await {
         let result = done.context("a producer task failed").and_then(|result| result);

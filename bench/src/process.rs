@@ -65,6 +65,9 @@ impl Service {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
+        // A process started again under the same name appends to the same log: only what it writes is
+        // scanned for the lines awaited.
+        let scanned = log.metadata().with_context(|| format!("cannot stat {}", log_path.display()))?.len();
         let log_err = log.try_clone().with_context(|| format!("cannot share {}", log_path.display()))?;
         let mut command = Command::new(program);
         command.args(args).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log_err));
@@ -87,7 +90,7 @@ impl Service {
             });
         }
         let child = command.spawn().with_context(|| format!("cannot start {}", program.display()))?;
-        Ok(Service { name: name.to_string(), child, log_path, scanned: 0, lines: Vec::new(), exit: None })
+        Ok(Service { name: name.to_string(), child, log_path, scanned, lines: Vec::new(), exit: None })
     }
 
     /// The short name.

@@ -1,6 +1,6 @@
 //! Smoke tests of `relay-bench` as a user runs it: the in-process `storage` scenario and short runs of
-//! `fanout`, `refresh`, `hop` and `tree` against the real `broker`, `consumer-app` and `registry` binaries
-//! of this workspace (built here with the same profile if needed), each checked through the `report.json`
+//! `fanout`, `refresh`, `hop`, `tree` and `compact` against the real `broker`, `consumer-app` and
+//! `registry` binaries of this workspace (built here with the same profile if needed), each checked through the `report.json`
 //! it writes, plus a run interrupted with SIGINT that must leave no process behind.
 
 use std::path::{Path, PathBuf};
@@ -235,6 +235,40 @@ fn hop_and_tree_relay_through_the_pipe() {
         assert!(latency["curve"].as_array().unwrap().len() >= 2);
     }
     assert_all_gone(&child_pids(&tree));
+}
+
+#[test]
+fn compact_compacts_and_a_new_consumer_app_copies_little_more_than_the_live_keys() {
+    let bin_dir = relay_bin_dir();
+    let out = tempfile::tempdir().unwrap();
+    let output = bench(
+        out.path(),
+        &bin_dir,
+        &["compact", "--updates", "20000", "--keys", "200", "--value-bytes", "1K", "--segment-bytes", "64K"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("compaction rate") && stdout.contains("full copy"), "{stdout}");
+    let (run_dir, compact) = report(out.path(), "compact");
+    check_common(&run_dir, &compact, "compact");
+    assert_eq!(figure(&compact, "records published"), 20_020.0, "20,000 updates and 20 tombstones");
+    assert!(figure(&compact, "compaction passes") >= 1.0);
+    assert!(figure(&compact, "compaction rate (") > 0.0);
+    // 20,000 updates of 200 keys: all but the latest of each key, less what the active segment holds.
+    let removed = figure(&compact, "compaction: records removed");
+    assert!((15_000.0..=20_020.0).contains(&removed), "records removed: {removed}");
+    let before = figure(&compact, "log size before compaction");
+    let after = figure(&compact, "log size after compaction");
+    assert!(after > 0.0 && after < before / 10.0, "log size {before} MB -> {after} MB");
+    assert_eq!(figure(&compact, "live keys"), 180.0);
+    let ratio = figure(&compact, "full copy: bytes moved / live keys' latest records");
+    assert!((0.9..3.0).contains(&ratio), "bytes moved / live keys' latest records: {ratio}");
+    let held = figure(&compact, "full copy: bytes held by the consumer-app");
+    let moved = figure(&compact, "full copy: bytes moved (sent by ROOT)");
+    assert!(held > 0.0 && held <= moved, "the copy holds {held} MB of the {moved} MB ROOT sent");
+    let names: Vec<&str> =
+        compact["processes"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, vec!["root", "consumer-app", "relay-bench"]);
+    assert_all_gone(&child_pids(&compact));
 }
 
 #[test]

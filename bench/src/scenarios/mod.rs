@@ -2,6 +2,7 @@
 //! of every process's CPU and memory, and the per-process table of a report. Each scenario starts what it
 //! needs, measures, and fills a [`Report`]; none prints or writes files (main.rs does).
 
+pub mod compact;
 pub mod fanout;
 pub mod hop;
 pub mod idle;
@@ -40,6 +41,7 @@ pub async fn run(scenario: &Scenario, run: &Run) -> Result<Report> {
         Scenario::Refresh(args) => refresh::run(args, run, &mut report).await?,
         Scenario::Fanout(args) => fanout::run(args, run, &mut report).await?,
         Scenario::Idle(args) => idle::run(args, run, &mut report).await?,
+        Scenario::Compact(args) => compact::run(args, run, &mut report).await?,
     }
     Ok(report)
 }
