@@ -56,7 +56,8 @@ pub struct AppendSummary {
     pub n_duplicates: u64,
     /// Bytes newly stored.
     pub bytes_appended: u64,
-    /// Offset of the first newly stored record (equal to `next_offset` when nothing was stored).
+    /// Every record at or above this offset was newly stored, every one below it was held already (the
+    /// log's end before the append; in a compacted range the first new record may lie above it).
     pub first_new_offset: u64,
     /// The copy's log end after the append.
     pub next_offset: u64,
@@ -76,7 +77,7 @@ pub struct Appended {
     pub n_appended: u64,
     /// Records dropped because the log already held their offsets.
     pub n_duplicates: u64,
-    /// Offset of the first newly stored record.
+    /// Every record at or above this offset was newly stored (the log's end before the append).
     pub first_new_offset: u64,
     /// The log end after the append.
     pub next_offset: u64,
@@ -438,7 +439,8 @@ pub(crate) fn append_to_log(
         live,
         n_appended: outcome.n_appended,
         n_duplicates: outcome.n_duplicates,
-        first_new_offset: outcome.next_offset - outcome.n_appended,
+        // Not `next_offset - n_appended`: a compacted range skips offsets.
+        first_new_offset: outcome.first_offset,
         next_offset: outcome.next_offset,
         durable_ms: now_ms(),
     })

@@ -80,6 +80,38 @@ async fn check_keys(app: &AppProcess, model: &Model) -> usize {
     unknown
 }
 
+/// The live keys and values the app lists (`GET keys`, every page), which reads its key index.
+async fn listed_keys(app: &AppProcess) -> BTreeMap<String, String> {
+    let mut listed = BTreeMap::new();
+    let mut after: Option<String> = None;
+    for _ in 0..1_000 {
+        let path = match &after {
+            Some(after) => format!("/api/v1/topics/prices/keys?limit=1000&after={after}"),
+            None => "/api/v1/topics/prices/keys?limit=1000".to_string(),
+        };
+        let (status, page) = app.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        for entry in page["keys"].as_array().unwrap() {
+            let key = entry["key"].as_str().unwrap().to_string();
+            let value = entry["value_text"].as_str().unwrap_or_default().to_string();
+            assert!(listed.insert(key, value).is_none(), "a key listed twice");
+        }
+        match page["next_after"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return listed,
+        }
+    }
+    panic!("the key list never ended");
+}
+
+/// The model's live keys and values, with the sentinel the app also lists.
+fn live_with_sentinel(model: &Model, round: u64) -> BTreeMap<String, String> {
+    let mut live: BTreeMap<String, String> =
+        model.iter().filter_map(|(key, value)| Some((key.clone(), value.clone()?))).collect();
+    live.insert("sentinel".to_string(), format!("round {round}"));
+    live
+}
+
 /// A counter from the app's `/metrics`.
 async fn app_metric(app: &AppProcess, name: &str) -> u64 {
     let (_, page) = app.get_text("/metrics").await;
@@ -104,10 +136,13 @@ async fn the_app_compacts_its_copy_and_comes_back_across_the_delete_horizon_with
     assert_eq!(status, 201, "{answer}");
     let data = tempfile::tempdir().unwrap();
     let mut model = Model::new();
-    publish(&broker, &mut model, 1, 3_000, 50, 0).await;
+    // Half the keys stop changing half way, so their latest records end up inside compacted ranges.
+    publish(&broker, &mut model, 1, 1_500, 50, 0).await;
+    publish(&broker, &mut model, 1, 1_500, 25, 0).await;
     let app = AppProcess::start(broker.consumers, data.path(), &APP_ENV).await;
     wait_for_round(&app, 1).await;
     assert_eq!(check_keys(&app, &model).await, 0);
+    assert_eq!(listed_keys(&app).await, live_with_sentinel(&model, 1));
     let deadline = tokio::time::Instant::now() + common::WAIT;
     while app_metric(&app, "consumer_app_compaction_passes_total").await == 0 {
         assert!(tokio::time::Instant::now() < deadline, "the app never compacted its copy");
@@ -140,6 +175,7 @@ async fn the_app_compacts_its_copy_and_comes_back_across_the_delete_horizon_with
     let app = AppProcess::start(broker.consumers, data.path(), &APP_ENV).await;
     wait_for_round(&app, 4).await;
     check_keys(&app, &model).await;
+    assert_eq!(listed_keys(&app).await, live_with_sentinel(&model, 4));
     let (_, stats) = app.get("/api/v1/stats").await;
     let refreshes = stats["recent_refreshes"].as_array().unwrap();
     assert!(!refreshes.is_empty(), "the app came back to a full refresh: {stats}");

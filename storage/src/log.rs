@@ -25,7 +25,9 @@ use crate::writer::SegmentWriter;
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
-    /// Offset of the first record appended (the log's next offset if none was).
+    /// The log's next offset before the append: every record appended is at or above it, every record the
+    /// batch held below it was a duplicate. For ROOT appends the first record's offset; in a compacted
+    /// range the first record appended may lie above it.
     pub first_offset: u64,
     /// The log's next offset after the append.
     pub next_offset: u64,
