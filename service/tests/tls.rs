@@ -1,7 +1,8 @@
 //! `serve_https` and the TLS helpers on real sockets (127.0.0.1, port 0), with certificates from
 //! `tls::generate`: a client trusting the CA is served, one trusting another CA is refused, client
 //! certificates are required or optional and name the peer, a plain-text client is told to use TLS, an
-//! expired certificate is refused, and a TLS client names a plain-text server. Every wait is bounded.
+//! expired certificate is refused, a WebSocket upgrades over TLS, and a TLS client names a plain-text
+//! server. Every wait is bounded.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,7 +10,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Extension;
+use axum::extract::ws::{Message as ServerMessage, WebSocket, WebSocketUpgrade};
 use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls_pki_types::ServerName;
 use service::tls::{self, ClientAuth, PeerIdentity, TlsSettings};
@@ -19,17 +22,28 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_tungstenite::tungstenite::Message;
 
 /// The longest any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(20);
 
 fn routes() -> Router {
-    Router::new().route("/health", get(|| async { "ok" })).route(
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ws", get(|upgrade: WebSocketUpgrade| async move { upgrade.on_upgrade(echo_once) }))
+        .route(
         "/whoami",
         get(
             |Extension(PeerIdentity(node_id)): Extension<PeerIdentity>| async move { format!("{node_id:?}") },
         ),
     )
+}
+
+/// Echoes one text message.
+async fn echo_once(mut socket: WebSocket) {
+    if let Some(Ok(ServerMessage::Text(text))) = socket.recv().await {
+        let _ = socket.send(ServerMessage::Text(text)).await;
+    }
 }
 
 /// A running HTTPS server.
@@ -142,6 +156,24 @@ async fn required_client_certificates_name_the_peer() {
     assert!(stranger.contains("UnknownCA"), "a certificate of another CA is refused: {stranger}");
     let node_a = get_tls(server.addr, &certs.node_a.settings(ClientAuth::Off), "/whoami").await;
     assert_eq!(node_a, Ok((200, "Some(\"node-a\")".to_owned())));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_upgrades_over_tls() {
+    let certs = certs();
+    let server = Server::start(&certs.server.settings(ClientAuth::Off)).await;
+    let connector = TlsConnector::from(tls::client_config(&trusting(&certs.server.ca_cert)).unwrap());
+    let exchange = async {
+        let stream = TcpStream::connect(server.addr).await.unwrap();
+        let server_name = ServerName::try_from("localhost").unwrap();
+        let stream = tls::connect_tls(stream, &connector, server_name, WAIT).await.unwrap();
+        let (mut socket, _) = tokio_tungstenite::client_async("wss://localhost/ws", stream).await.unwrap();
+        socket.send(Message::text("over TLS")).await.unwrap();
+        socket.next().await.unwrap().unwrap()
+    };
+    let echoed = tokio::time::timeout(WAIT, exchange).await.expect("the echo arrives");
+    assert_eq!(echoed, Message::text("over TLS"));
     server.stop().await;
 }
 

@@ -77,8 +77,9 @@ pub fn node_key_path(dir: &Path, node_id: &str) -> PathBuf {
 }
 
 /// Makes sure `dir` holds a local CA and a certificate for `node_id` signed by it, generating what is
-/// missing (the directory too) and reusing what exists. A CA certificate without its key is an error:
-/// nothing could be signed.
+/// missing (the directory too) and reusing what exists. The CA's key is needed only to sign a missing node
+/// certificate; a node certificate without the CA's certificate is an error, as a new CA would not be the
+/// one that signed it.
 pub fn generate(dir: &Path, node_id: &str) -> Result<LocalCerts, TlsError> {
     let valid_name = !node_id.is_empty()
         && !node_id.starts_with('.')
@@ -93,15 +94,22 @@ pub fn generate(dir: &Path, node_id: &str) -> Result<LocalCerts, TlsError> {
         cert: node_cert_path(dir, node_id),
         key: node_key_path(dir, node_id),
     };
-    let ca_key = existing_or_new_key(&files.ca_key, "the CA key")?;
     let ca_pem = if files.ca_cert.exists() {
         read_text(&files.ca_cert, "CA certificate")?
+    } else if files.cert.exists() {
+        // A new CA would not be the one that signed the node's certificate.
+        let source =
+            std::io::Error::new(std::io::ErrorKind::NotFound, "the node certificate exists without it");
+        return Err(TlsError::ReadFile { what: "CA certificate", path: files.ca_cert, source });
     } else {
+        let ca_key = existing_or_new_key(&files.ca_key, "the CA key")?;
         let pem = ca_params().self_signed(&ca_key).map_err(generating("the CA certificate"))?.pem();
         write_atomically(&files.ca_cert, &pem, false)?;
         pem
     };
     if !files.cert.exists() {
+        // The CA's key is needed only here: a node given its certificate and the CA's needs no CA key.
+        let ca_key = read_key_pair(&files.ca_key)?;
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|_| {
             TlsError::BadCertificate(format!("{} cannot sign certificates", files.ca_cert.display()))
         })?;
@@ -153,12 +161,17 @@ fn node_params(node_id: &str) -> Result<CertificateParams, TlsError> {
 /// The key in `path`, or a new one written there.
 fn existing_or_new_key(path: &Path, what: &str) -> Result<KeyPair, TlsError> {
     if path.exists() {
-        let pem = read_text(path, "private key")?;
-        return KeyPair::from_pem(&pem).map_err(|_| TlsError::NoKey { path: path.to_path_buf() });
+        return read_key_pair(path);
     }
     let key = KeyPair::generate().map_err(generating(what))?;
     write_atomically(path, &key.serialize_pem(), true)?;
     Ok(key)
+}
+
+/// The key in `path`, which must exist.
+fn read_key_pair(path: &Path) -> Result<KeyPair, TlsError> {
+    let pem = read_text(path, "private key")?;
+    KeyPair::from_pem(&pem).map_err(|_| TlsError::NoKey { path: path.to_path_buf() })
 }
 
 /// A file's text, or an error naming it.
@@ -214,6 +227,13 @@ mod tests {
         let mode =
             std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&first.key).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600, "keys are private");
+        std::fs::remove_file(&first.ca_key).unwrap();
+        assert_eq!(generate(dir.path(), "node-a").unwrap(), first, "an existing node needs no CA key");
+        let error = generate(dir.path(), "node-c").unwrap_err().to_string();
+        assert!(error.starts_with("cannot read the private key file"), "{error}");
+        std::fs::remove_file(&first.ca_cert).unwrap();
+        let error = generate(dir.path(), "node-a").unwrap_err().to_string();
+        assert!(error.starts_with("cannot read the CA certificate file"), "{error}");
     }
 
     #[test]
