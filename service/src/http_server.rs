@@ -15,11 +15,14 @@
 //!   leaves this server's watch at the upgrade: the WebSocket's own heartbeats keep it honest;
 //! - accept failures (out of file descriptors) waited out with [`crate::accept`]'s backoff.
 //!
-//! Every request carries axum's `ConnectInfo<SocketAddr>` with the peer's address. At shutdown the server
+//! Every request carries axum's `ConnectInfo<SocketAddr>` with the peer's address. [`serve_https`] serves
+//! the same over TLS: each connection's handshake (within the header timeout, a plain-text client answered
+//! with a 400 that says to use TLS) runs in its own task under the connection cap, and every request also
+//! carries the [`PeerIdentity`] of the client certificate. At shutdown the server
 //! stops accepting, lets each connection finish its request in flight, and returns once all have closed.
 //!
 //! This module owns sockets, timeouts and the connection cap; it knows nothing of routes or of what any
-//! binary serves.
+//! binary serves, and leaves certificates and handshakes to [`crate::tls`].
 
 use std::future::Future;
 use std::io;
@@ -42,9 +45,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::accept::{AcceptBackoff, accept_with_backoff};
+use crate::tls::{PeerIdentity, PlainTextReply, accept_tls, peer_node_id};
 use crate::units::duration_between;
 
 /// The most any connection cap may be set to.
@@ -96,6 +101,30 @@ pub async fn serve_http(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    serve(listener, router, limits, None, shutdown).await;
+}
+
+/// [`serve_http`] over TLS: each connection's handshake with `acceptor` must finish within the header
+/// timeout, a plain-text client is answered `400` with [`crate::tls::PLAIN_TEXT_LINE`], and every request
+/// carries the [`PeerIdentity`] of the client's verified certificate (`None` without one).
+pub async fn serve_https(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    acceptor: TlsAcceptor,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    serve(listener, router, limits, Some(acceptor), shutdown).await;
+}
+
+/// The accept loop of both: plain HTTP without an acceptor, HTTPS with one.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    acceptor: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     // Each connection task holds a receiver: `true` asks it to finish, and the channel closing tells that
     // every task has ended.
@@ -115,7 +144,7 @@ pub async fn serve_http(
             accepted = accept_with_backoff(&listener, &mut backoff) => accepted,
         };
         let connection = Connection { peer, router: router.clone(), limits, stopping: stopping.clone() };
-        tokio::spawn(connection.serve(stream, permit));
+        tokio::spawn(connection.start(stream, acceptor.clone(), permit));
     }
     drop(listener);
     stop.send_replace(true);
@@ -136,14 +165,48 @@ struct Connection {
 }
 
 impl Connection {
-    /// Serves requests until the client closes, a timeout closes the connection, the connection is
-    /// upgraded (the WebSocket then lives on in its handler's task, with the permit), or shutdown.
-    async fn serve(mut self, stream: TcpStream, permit: OwnedSemaphorePermit) {
+    /// Completes the TLS handshake when there is an acceptor, then serves the connection; a failed
+    /// handshake only closes it.
+    async fn start(self, stream: TcpStream, acceptor: Option<TlsAcceptor>, permit: OwnedSemaphorePermit) {
         // Responses and WebSocket frames (the pipe) go out as soon as they are written: waiting for the
         // peer's TCP acknowledgement (Nagle) would hold a small frame back by a delayed ACK.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(peer = %self.peer, %error, "cannot disable Nagle's algorithm");
         }
+        let Some(acceptor) = acceptor else {
+            return self.serve(stream, None, permit).await;
+        };
+        let timeout = self.limits.header_timeout;
+        let mut stopping = self.stopping.clone();
+        let stream = tokio::select! {
+            accepted = accept_tls(stream, &acceptor, PlainTextReply::Http, timeout) => match accepted {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(peer = %self.peer, %error, "TLS connection refused");
+                    return;
+                }
+            },
+            _ = stopping.wait_for(|stop| *stop) => return,
+        };
+        let node_id = match stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()) {
+            None => None,
+            Some(cert) => match peer_node_id(cert) {
+                Ok(node_id) => node_id,
+                Err(error) => {
+                    tracing::debug!(peer = %self.peer, %error, "cannot read the client certificate's name");
+                    None
+                }
+            },
+        };
+        self.serve(stream, Some(PeerIdentity(node_id)), permit).await;
+    }
+
+    /// Serves requests until the client closes, a timeout closes the connection, the connection is
+    /// upgraded (the WebSocket then lives on in its handler's task, with the permit), or shutdown.
+    async fn serve<S>(mut self, stream: S, identity: Option<PeerIdentity>, permit: OwnedSemaphorePermit)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(TrackedStream { stream, activity: Arc::clone(&activity), _permit: permit });
         let (peer, idle_timeout) = (self.peer, self.limits.idle_timeout);
@@ -153,6 +216,9 @@ impl Connection {
             let in_handler = Busy::enter(&handler_activity);
             let mut request = request.map(|body| Body::new(IdleBody::new(body, idle_timeout)));
             request.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(identity) = &identity {
+                request.extensions_mut().insert(identity.clone());
+            }
             let router = router.clone();
             async move {
                 let response = router.oneshot(request).await;
@@ -246,16 +312,16 @@ impl Drop for Busy {
 /// The accepted socket, noting every read and write that moves bytes, and holding the connection's
 /// permit until it is dropped: by hyper when the connection ends, or by a WebSocket handler after an
 /// upgrade.
-struct TrackedStream {
-    /// The socket.
-    stream: TcpStream,
+struct TrackedStream<S> {
+    /// The socket, or the TLS stream over it.
+    stream: S,
     /// Where reads and writes are noted.
     activity: Arc<Activity>,
     /// The connection's place under the cap.
     _permit: OwnedSemaphorePermit,
 }
 
-impl AsyncRead for TrackedStream {
+impl<S: AsyncRead + Unpin> AsyncRead for TrackedStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -270,7 +336,7 @@ impl AsyncRead for TrackedStream {
     }
 }
 
-impl AsyncWrite for TrackedStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(written)) if written > 0) {

@@ -3,7 +3,8 @@
 //! timeouts (`http_server`), how its accept loops wait out a lack of file descriptors (`accept`), how it
 //! raises its open-files limit (`open_files`), how a container checks it, how its HTTP errors and
 //! malformed requests are answered ([`ApiError`], [`ApiJson`], [`ApiBytes`], [`ApiQuery`], [`ApiPath`]),
-//! how its sizes and durations are written (`units`), and how a bad command line is refused (`cli`).
+//! how its sizes and durations are written (`units`), how a bad command line is refused (`cli`), and how
+//! its listeners and outbound connections speak TLS (`tls`).
 //!
 //! Architecture invariant: nothing here knows what a broker, a registry or a consumer is.
 
@@ -14,11 +15,12 @@ pub mod extract;
 pub mod healthcheck;
 pub mod http_server;
 pub mod open_files;
+pub mod tls;
 pub mod units;
 
 pub use api_error::ApiError;
 pub use extract::{ApiBytes, ApiJson, ApiPath, ApiQuery};
-pub use http_server::{HttpLimits, serve_http};
+pub use http_server::{HttpLimits, serve_http, serve_https};
 pub use open_files::raise_open_files_limit;
 
 use std::io::IsTerminal;
