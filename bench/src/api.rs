@@ -185,6 +185,16 @@ impl Api {
         checked(response, "consumer-app stats").await?.json().await.context("consumer-app stats")
     }
 
+    /// What a consumer-app's copy holds for one key (`GET {base}/api/v1/topics/{topic}/keys/{key}`): the
+    /// status (200, or 404 for a deleted or unknown key) and the JSON body.
+    pub async fn app_key(&self, base: &str, topic: &str, key: &str) -> Result<(u16, serde_json::Value)> {
+        let url = format!("{base}/api/v1/topics/{topic}/keys/{key}");
+        let response = self.client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let status = response.status().as_u16();
+        let body = response.json().await.with_context(|| format!("GET {url}: not JSON"))?;
+        Ok((status, body))
+    }
+
     /// Asks a consumer-app for a full refresh of `topic` (`POST {base}/api/v1/refresh`).
     pub async fn app_refresh(&self, base: &str, topic: &str) -> Result<()> {
         let response = self

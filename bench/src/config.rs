@@ -173,10 +173,11 @@ impl Scenario {
                 if args.segment_bytes < 4096 {
                     return Err("--segment-bytes must be at least 4096".to_string());
                 }
-                (1..=MAX_VALUE_SIZE)
+                // A value starts with its update's number, which the check of the copy reads back.
+                (24..=MAX_VALUE_SIZE)
                     .contains(&args.value_bytes)
                     .then_some(())
-                    .ok_or(format!("--value-bytes must be 1 to {MAX_VALUE_SIZE}"))
+                    .ok_or(format!("--value-bytes must be 24 to {MAX_VALUE_SIZE}"))
             }
         }
     }

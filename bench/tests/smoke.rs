@@ -260,6 +260,11 @@ fn compact_compacts_and_a_new_consumer_app_copies_little_more_than_the_live_keys
     let after = figure(&compact, "log size after compaction");
     assert!(after > 0.0 && after < before / 10.0, "log size {before} MB -> {after} MB");
     assert_eq!(figure(&compact, "live keys"), 180.0);
+    // Every key of the new copy was checked against the model (the scenario fails on a mismatch).
+    assert_eq!(figure(&compact, "keys checked in the new copy"), 200.0);
+    let received = figure(&compact, "full copy: bytes received (consumer_app_bytes_received_total)");
+    let held_bytes = figure(&compact, "full copy: bytes held by the consumer-app");
+    assert_eq!(received, held_bytes, "the consumer-app counts every byte of a compacted range it stores");
     let ratio = figure(&compact, "full copy: bytes moved / live keys' latest records");
     assert!((0.9..3.0).contains(&ratio), "bytes moved / live keys' latest records: {ratio}");
     let held = figure(&compact, "full copy: bytes held by the consumer-app");

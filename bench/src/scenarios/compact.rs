@@ -7,9 +7,9 @@
 //! compaction has settled, a new, empty consumer-app copies the topic and is timed until its position
 //! reaches ROOT's end; the bytes it received are compared with the bytes of the live keys' latest records.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -19,7 +19,7 @@ use protocol::record::{ATTR_TOMBSTONE, RECORD_HEADER_LEN};
 use tokio::task::JoinSet;
 
 use super::{mb_per_s, per_s, process_table, usage_snapshot, wait_for};
-use crate::api::Metrics;
+use crate::api::{Api, Metrics};
 use crate::config::CompactArgs;
 use crate::launch::{Launcher, Parent};
 use crate::load::{claim, join_all};
@@ -176,10 +176,46 @@ impl Workload {
         self.keys - self.deleted
     }
 
+    /// The value of update `i`: its number, then filler up to the value size, so that a copy's value says
+    /// which update it is.
+    fn value(&self, i: u64) -> Vec<u8> {
+        let mut value = format!("{i}:").into_bytes();
+        value.resize(self.value_bytes.max(value.len()), b'x');
+        value.truncate(self.value_bytes.max(1));
+        value
+    }
+
+    /// Each key's latest record by offset (producers publish side by side, so the numbers of records do
+    /// not follow their offsets): the number of its last update, or `None` if a tombstone deleted it.
+    fn latest(&self, placed: &[Placed]) -> BTreeMap<String, Option<u64>> {
+        let mut by_offset: Vec<&Placed> = placed.iter().collect();
+        by_offset.sort_by_key(|placed| placed.first_offset);
+        let mut latest = BTreeMap::new();
+        for placed in by_offset {
+            for i in placed.first_number..placed.first_number + placed.n {
+                let (key, tombstone) = self.record(i);
+                latest.insert(key, (!tombstone).then_some(i));
+            }
+        }
+        latest
+    }
+
     /// Bytes of the live keys' latest records: what a copy of the compacted topic must at least move.
     fn live_bytes(&self) -> u64 {
         self.live_keys() * self.update_len()
     }
+}
+
+/// Where a PUBLISH frame's records were stored: `n` records numbered from `first_number`, at offsets from
+/// `first_offset`.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    /// The workload's number of the first record.
+    first_number: u64,
+    /// Records in the frame.
+    n: u64,
+    /// The offset ROOT gave the first.
+    first_offset: u64,
 }
 
 /// SplitMix64: a well-mixed 64-bit number from `n`.
@@ -229,6 +265,7 @@ pub async fn run(args: &CompactArgs, run: &Run, report: &mut Report) -> Result<(
     api.put_topic_settings(&root.http, TOPIC, &settings).await?;
     let publishing = run.progress(workload.total(), "publishing");
     let produced = Arc::new(AtomicU64::new(0));
+    let placed = Arc::new(Mutex::new(Vec::new()));
     let publish_started = Instant::now();
     // Each phase is stored before the next starts, so every deleted key's latest record is its tombstone.
     for phase in workload.phases().into_iter().filter(|phase| !phase.is_empty()) {
@@ -239,6 +276,7 @@ pub async fn run(args: &CompactArgs, run: &Run, report: &mut Report) -> Result<(
             args.batch,
             args.producers,
             Arc::clone(&produced),
+            Arc::clone(&placed),
         ));
         watch_task(&task, &produced, &publishing, &mut launcher).await?;
         task.await.context("the producer task failed")??;
@@ -313,6 +351,8 @@ pub async fn run(args: &CompactArgs, run: &Run, report: &mut Report) -> Result<(
         .await?;
     let copy_elapsed = copy_started.elapsed();
     copying.finish_and_clear();
+    let placed = std::mem::take(&mut *placed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    let checked = check_keys(api, &app.http, &workload, &placed).await?;
     let app_metrics = api.metrics(&app.http).await?;
     let root_after_copy = api.metrics(&root.http).await?;
     let processes = process_table(&launcher, &before_copy, |_| None);
@@ -382,6 +422,11 @@ pub async fn run(args: &CompactArgs, run: &Run, report: &mut Report) -> Result<(
         "MB",
     ));
     report.figure(Figure::new("full copy into a new consumer-app", copy_elapsed.as_secs_f64(), "s"));
+    report.figure(Figure::new(
+        "keys checked in the new copy against the model (value of each live key's last update, 404 for each deleted key)",
+        checked as f64,
+        "keys",
+    ));
     report.figure(Figure::new("full copy: bytes moved (sent by ROOT)", bytes_moved / 1e6, "MB"));
     report.figure(Figure::new("full copy: records moved (sent by ROOT)", records_moved, "records"));
     report.figure(Figure::new("full copy: bytes held by the consumer-app", held.bytes as f64 / 1e6, "MB"));
@@ -491,6 +536,39 @@ pub async fn run(args: &CompactArgs, run: &Run, report: &mut Report) -> Result<(
     Ok(())
 }
 
+/// Checks the consumer-app's copy key by key against the workload: a live key's value is its last update
+/// (its value names it), a deleted key answers 404. The key index may trail the copy's position by a
+/// batch, so a key that does not match yet is asked again (bounded). Answers the number of keys checked.
+async fn check_keys(api: &Api, app: &str, workload: &Workload, placed: &[Placed]) -> Result<u64> {
+    let latest = workload.latest(placed);
+    for (key, expected) in &latest {
+        let mut attempts = 0;
+        loop {
+            let (status, body) = api.app_key(app, TOPIC, key).await?;
+            let matches = match expected {
+                Some(i) => {
+                    status == 200
+                        && body["value_text"]
+                            .as_str()
+                            .is_some_and(|value| value.starts_with(&format!("{i}:")))
+                }
+                None => status == 404,
+            };
+            if matches {
+                break;
+            }
+            attempts += 1;
+            anyhow::ensure!(
+                attempts < 100,
+                "the consumer-app's copy does not match the model for key {key}: expected {}, got {status} {body}",
+                expected.map_or("a 404 (deleted)".to_string(), |i| format!("update {i}"))
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(latest.len() as u64)
+}
+
 /// Shows `produced` on `bar` until `task` finishes, failing if a process exits.
 async fn watch_task<T>(
     task: &tokio::task::JoinHandle<T>,
@@ -515,6 +593,7 @@ async fn publish(
     batch: u64,
     producers: usize,
     produced: Arc<AtomicU64>,
+    placed: Arc<Mutex<Vec<Placed>>>,
 ) -> Result<()> {
     let deadline = Instant::now() + PHASE_TIMEOUT;
     let claimed = Arc::new(AtomicU64::new(0));
@@ -527,35 +606,46 @@ async fn publish(
             .await
             .with_context(|| format!("connecting a producer to {addr}"))?;
         let (claimed, produced) = (Arc::clone(&claimed), Arc::clone(&produced));
+        let placed = Arc::clone(&placed);
         let first = range.start;
         workers.spawn(async move {
-            let value = vec![b'x'; workload.value_bytes];
-            let mut waiting: VecDeque<(u64, PendingAck)> = VecDeque::new();
+            let mut waiting: VecDeque<(u64, u64, PendingAck)> = VecDeque::new();
+            let settle = |number: u64, n: u64, ack: protocol::frame::PublishAck| {
+                produced.fetch_add(n, Ordering::Relaxed);
+                placed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(Placed {
+                    first_number: number,
+                    n,
+                    first_offset: ack.first_offset,
+                });
+            };
             while Instant::now() < deadline {
                 let Some((from, n)) = claim(&claimed, count, batch.max(1)) else { break };
                 if waiting.len() >= usize::from(WINDOW)
-                    && let Some((n, ack)) = waiting.pop_front()
+                    && let Some((number, n, ack)) = waiting.pop_front()
                 {
-                    ack.await.context("a publish was not acknowledged")?;
-                    produced.fetch_add(n, Ordering::Relaxed);
+                    settle(number, n, ack.await.context("a publish was not acknowledged")?);
                 }
-                let keyed: Vec<(String, bool)> =
-                    (first + from..first + from + n).map(|i| workload.record(i)).collect();
+                let keyed: Vec<(String, bool, Vec<u8>)> = (first + from..first + from + n)
+                    .map(|i| {
+                        let (key, tombstone) = workload.record(i);
+                        let value = if tombstone { Vec::new() } else { workload.value(i) };
+                        (key, tombstone, value)
+                    })
+                    .collect();
                 let records: Vec<NewRecord<'_>> = keyed
                     .iter()
-                    .map(|(key, tombstone)| NewRecord {
+                    .map(|(key, tombstone, value)| NewRecord {
                         key: key.as_bytes(),
                         headers: &[],
-                        value: if *tombstone { &[] } else { &value },
+                        value,
                         attributes: if *tombstone { ATTR_TOMBSTONE } else { 0 },
                     })
                     .collect();
                 let ack = producer.publish(TOPIC, &records).await.context("publishing to ROOT")?;
-                waiting.push_back((n, ack));
+                waiting.push_back((first + from, n, ack));
             }
-            for (n, ack) in waiting {
-                ack.await.context("a publish was not acknowledged")?;
-                produced.fetch_add(n, Ordering::Relaxed);
+            for (number, n, ack) in waiting {
+                settle(number, n, ack.await.context("a publish was not acknowledged")?);
             }
             producer.close().await.context("closing a producer")?;
             Ok::<(), anyhow::Error>(())
