@@ -78,11 +78,7 @@ async fn publish(root: &TestBroker, model: &mut State, from: u64, n: u64, keys: 
 
 /// A counter of the node's `/metrics`.
 async fn counter(node: &TestBroker, name: &str) -> u64 {
-    let page = reqwest::get(node.url("/metrics")).await.unwrap().text().await.unwrap();
-    page.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0)
+    testkit::metric(&reqwest::get(node.url("/metrics")).await.unwrap().text().await.unwrap(), name)
 }
 
 /// The node's compaction passes so far.

@@ -9,11 +9,11 @@
 mod tree;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use serde_json::{Value, json};
+use testkit::compaction::{Moment, compact_files, wait_for_moment};
+use testkit::metric;
 use tree::{DEADLINE, Tree, wait_until};
 
 /// The topic.
@@ -68,50 +68,21 @@ async fn post(tree: &Tree, url: &str, body: Value) {
     assert_eq!(status, 200, "publish: {}", response.text().await.unwrap_or_default());
 }
 
-/// The `.compact` files of the topic in a node's data directory, with their inodes.
-fn compact_files(data_dir: &Path) -> Vec<(PathBuf, u64)> {
-    let mut files = Vec::new();
-    let Ok(generations) = std::fs::read_dir(data_dir.join("topics").join(TOPIC)) else { return files };
-    for generation in generations.flatten() {
-        let Ok(entries) = std::fs::read_dir(generation.path()) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|extension| extension == "compact")
-                && let Ok(metadata) = std::fs::metadata(&path)
-            {
-                files.push((path, metadata.ino()));
-            }
-        }
-    }
-    files
+/// The directory of the topic's generations in a node's data directory.
+fn topic_root(tree: &Tree, id: &str) -> PathBuf {
+    tree.nodes[id].data_dir.join("topics").join(TOPIC)
 }
 
 /// A node's compaction passes since it started, from `/metrics`.
 async fn passes(tree: &Tree, id: &str) -> u64 {
     let url = format!("http://{}/metrics", tree.http_of(id));
     let Ok(response) = tree.http.get(url).send().await else { return 0 };
-    let page = response.text().await.unwrap_or_default();
-    page.lines()
-        .find_map(|line| line.strip_prefix("relay_compaction_passes_total "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0)
+    metric(&response.text().await.unwrap_or_default(), "relay_compaction_passes_total")
 }
 
 /// A node's topic info.
 async fn topic_info(tree: &Tree, id: &str) -> Value {
     tree.get(id, &format!("/api/v1/topics/{TOPIC}")).await.expect("the topic exists")
-}
-
-/// When to kill a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Moment {
-    /// While a rewritten group's `.compact` file exists.
-    MidWay,
-    /// The moment a `.compact` file is gone again (renamed in, mostly).
-    AfterRename,
-    /// While a `.compact` file exists that is not the first one seen: a later group of a pass, with an
-    /// earlier one switched in (or the first group of a later pass).
-    LaterGroup,
 }
 
 /// Publishes rounds at ROOT until `victim` writes a `.compact` file, then kills it (-9) at `moment`.
@@ -124,39 +95,18 @@ async fn kill_during_compaction(
     round: &mut u64,
     moment: Moment,
 ) -> Vec<(PathBuf, u64)> {
-    let data_dir = tree.nodes[victim].data_dir.clone();
+    let topic_root = topic_root(tree, victim);
     // The first `.compact` file seen, when waiting for a later one.
     let mut first = Vec::new();
     for _ in 0..10 {
         *round += 1;
         publish_round(tree, model, *round).await;
-        let deadline = Instant::now() + DEADLINE / 4;
-        while Instant::now() < deadline {
-            let seen = compact_files(&data_dir);
-            if moment == Moment::LaterGroup && first.is_empty() {
-                first = seen;
-            } else if seen.iter().any(|file| !first.contains(file)) {
-                if moment == Moment::AfterRename {
-                    // Looked for without sleeping, to kill as close to the rename as possible: the switch
-                    // goes on (sync, index, deleting the replaced segments, SQLite) for a few milliseconds.
-                    let gone = Instant::now() + DEADLINE;
-                    while compact_files(&data_dir).iter().any(|file| seen.contains(file)) {
-                        assert!(Instant::now() < gone, "{victim} never switched {seen:?} in");
-                        tokio::task::yield_now().await;
-                    }
-                }
-                tree.kill(victim);
-                let left = compact_files(&data_dir);
-                println!("{victim} killed (-9) {moment:?} after round {round}, seen {seen:?}, left {left:?}");
-                return left;
-            }
-            tree.assert_all_running();
-            if first.is_empty() {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            } else {
-                // A later group's file may exist for a few milliseconds only: looked for without sleeping.
-                tokio::task::yield_now().await;
-            }
+        let alive = || tree.assert_all_running();
+        if let Some(seen) = wait_for_moment(&topic_root, moment, &mut first, DEADLINE / 4, alive).await {
+            tree.kill(victim);
+            let left = compact_files(&topic_root);
+            println!("{victim} killed (-9) {moment:?} after round {round}, seen {seen:?}, left {left:?}");
+            return left;
         }
     }
     panic!("{victim} never wrote a .compact file in 10 rounds");
@@ -169,15 +119,15 @@ async fn kill_during_compaction(
 async fn restart_and_compact(tree: &mut Tree, victim: &str, left: &[(PathBuf, u64)]) -> usize {
     let before = tree.log_of(victim).len();
     tree.start(victim).await;
-    let data_dir = tree.nodes[victim].data_dir.clone();
-    let remaining = compact_files(&data_dir);
+    let topic_root = topic_root(tree, victim);
+    let remaining = compact_files(&topic_root);
     assert!(
         !remaining.iter().any(|file| left.contains(file)),
         "{victim}: recovery kept a leftover .compact file: {remaining:?}"
     );
     wait_until(&format!("{victim} compacted after its restart"), || async { passes(tree, victim).await > 0 })
         .await;
-    wait_until(&format!("{victim} has no .compact file"), || async { compact_files(&data_dir).is_empty() })
+    wait_until(&format!("{victim} has no .compact file"), || async { compact_files(&topic_root).is_empty() })
         .await;
     let log = tree.log_of(victim);
     let covered = log[before..].matches("segment replaced by a compacted one").count();
@@ -281,8 +231,8 @@ async fn kill_9_during_compaction_on_root_and_on_a_child_leaves_correct_copies()
     // Not asserted: whether a kill fell between a rename and the deletions it is followed by is luck.
     println!("in all, recovery deleted {covered} segments replaced by a renamed-in compacted one");
     for id in ["root", "l2"] {
-        let data_dir = tree.nodes[id].data_dir.clone();
-        wait_until(&format!("{id} has no .compact file"), || async { compact_files(&data_dir).is_empty() })
+        let topic_root = topic_root(&tree, id);
+        wait_until(&format!("{id} has no .compact file"), || async { compact_files(&topic_root).is_empty() })
             .await;
         assert!(passes(&tree, id).await > 0);
     }

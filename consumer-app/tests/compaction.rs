@@ -8,12 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::AppProcess;
+use common::{AppProcess, Model, check_keys, listed_keys};
 use serde_json::{Value, json};
 use testkit::TestBroker;
-
-/// Each key's latest value, or `None` once deleted.
-type Model = BTreeMap<String, Option<String>>;
 
 /// The app's settings: small segments and frequent compaction of its own copy.
 const APP_ENV: [(&str, &str); 4] = [
@@ -53,72 +50,11 @@ async fn wait_for_round(app: &AppProcess, round: u64) {
     .await;
 }
 
-/// Checks every key of the model through `GET keys/{key}`: a live key's value, a deleted key's 404 (either
-/// `deleted` or, once its tombstone is gone, `unknown_key`). Answers how many deleted keys were unknown.
-async fn check_keys(app: &AppProcess, model: &Model) -> usize {
-    let mut unknown = 0;
-    for (key, value) in model {
-        let (status, body) = app.get(&format!("/api/v1/topics/prices/keys/{key}")).await;
-        match value {
-            Some(value) => {
-                assert_eq!(
-                    (status, body["value_text"].as_str()),
-                    (200, Some(value.as_str())),
-                    "{key}: {body}"
-                )
-            }
-            None => {
-                assert_eq!(status, 404, "{key} was deleted: {body}");
-                match body["error"].as_str() {
-                    Some("deleted") => {}
-                    Some("unknown_key") => unknown += 1,
-                    other => panic!("{key}: {other:?}"),
-                }
-            }
-        }
-    }
-    unknown
-}
-
-/// The live keys and values the app lists (`GET keys`, every page), which reads its key index.
-async fn listed_keys(app: &AppProcess) -> BTreeMap<String, String> {
-    let mut listed = BTreeMap::new();
-    let mut after: Option<String> = None;
-    for _ in 0..1_000 {
-        let path = match &after {
-            Some(after) => format!("/api/v1/topics/prices/keys?limit=1000&after={after}"),
-            None => "/api/v1/topics/prices/keys?limit=1000".to_string(),
-        };
-        let (status, page) = app.get(&path).await;
-        assert_eq!(status, 200, "{page}");
-        for entry in page["keys"].as_array().unwrap() {
-            let key = entry["key"].as_str().unwrap().to_string();
-            let value = entry["value_text"].as_str().unwrap_or_default().to_string();
-            assert!(listed.insert(key, value).is_none(), "a key listed twice");
-        }
-        match page["next_after"].as_str() {
-            Some(next) => after = Some(next.to_string()),
-            None => return listed,
-        }
-    }
-    panic!("the key list never ended");
-}
-
 /// The model's live keys and values, with the sentinel the app also lists.
 fn live_with_sentinel(model: &Model, round: u64) -> BTreeMap<String, String> {
-    let mut live: BTreeMap<String, String> =
-        model.iter().filter_map(|(key, value)| Some((key.clone(), value.clone()?))).collect();
+    let mut live = common::live(model);
     live.insert("sentinel".to_string(), format!("round {round}"));
     live
-}
-
-/// A counter from the app's `/metrics`.
-async fn app_metric(app: &AppProcess, name: &str) -> u64 {
-    let (_, page) = app.get_text("/metrics").await;
-    page.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,14 +77,14 @@ async fn the_app_compacts_its_copy_and_comes_back_across_the_delete_horizon_with
     publish(&broker, &mut model, 1, 1_500, 25, 0).await;
     let app = AppProcess::start(broker.consumers, data.path(), &APP_ENV).await;
     wait_for_round(&app, 1).await;
-    assert_eq!(check_keys(&app, &model).await, 0);
-    assert_eq!(listed_keys(&app).await, live_with_sentinel(&model, 1));
+    assert_eq!(check_keys(&app, "prices", &model).await, 0);
+    assert_eq!(listed_keys(&app, "prices").await, live_with_sentinel(&model, 1));
     let deadline = tokio::time::Instant::now() + common::WAIT;
-    while app_metric(&app, "consumer_app_compaction_passes_total").await == 0 {
+    while app.metric("consumer_app_compaction_passes_total").await == 0 {
         assert!(tokio::time::Instant::now() < deadline, "the app never compacted its copy");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    check_keys(&app, &model).await;
+    check_keys(&app, "prices", &model).await;
     let (_, stats) = app.get("/api/v1/stats").await;
     let position = stats["topics"]["prices"]["position"].as_u64().unwrap();
     app.stop().await;
@@ -174,8 +110,8 @@ async fn the_app_compacts_its_copy_and_comes_back_across_the_delete_horizon_with
 
     let app = AppProcess::start(broker.consumers, data.path(), &APP_ENV).await;
     wait_for_round(&app, 4).await;
-    check_keys(&app, &model).await;
-    assert_eq!(listed_keys(&app).await, live_with_sentinel(&model, 4));
+    check_keys(&app, "prices", &model).await;
+    assert_eq!(listed_keys(&app, "prices").await, live_with_sentinel(&model, 4));
     let (_, stats) = app.get("/api/v1/stats").await;
     let refreshes = stats["recent_refreshes"].as_array().unwrap();
     assert!(!refreshes.is_empty(), "the app came back to a full refresh: {stats}");
@@ -183,7 +119,7 @@ async fn the_app_compacts_its_copy_and_comes_back_across_the_delete_horizon_with
     // Once the last tombstones run out and the copy compacts, deleted keys are unknown to it.
     let deadline = tokio::time::Instant::now() + common::WAIT;
     loop {
-        if check_keys(&app, &model).await == deleted.len() {
+        if check_keys(&app, "prices", &model).await == deleted.len() {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "the app's copy never dropped the tombstones");

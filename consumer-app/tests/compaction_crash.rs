@@ -8,14 +8,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{AppProcess, WAIT};
+use common::{AppProcess, Model, WAIT, check_keys, listed_keys, live};
 use serde_json::{Value, json};
 use testkit::TestBroker;
+use testkit::compaction::{Moment, compact_files, wait_for_moment};
 
 /// The topic.
 const TOPIC: &str = "prices";
@@ -33,14 +32,6 @@ const APP_ENV: [(&str, &str); 4] = [
     ("CONSUMER_COMPACTION_INTERVAL", "200ms"),
     ("CONSUMER_COMPACTION_RATE", "2M"),
 ];
-
-/// Each key's latest value, or `None` once deleted.
-type Model = BTreeMap<String, Option<String>>;
-
-/// The live keys of `model` (deleted keys left out).
-fn live(model: &Model) -> BTreeMap<String, String> {
-    model.iter().filter_map(|(key, value)| Some((key.clone(), value.clone()?))).collect()
-}
 
 /// Publishes round `round`: `ROUND` updates over `KEYS` keys with values of about 1 KB, one in 7 a
 /// tombstone, in batches of 100, then a sentinel key whose value names the round.
@@ -65,32 +56,9 @@ async fn publish_round(broker: &TestBroker, model: &mut Model, round: u64) {
     model.insert("sentinel".to_string(), Some(sentinel));
 }
 
-/// The `.compact` files of the topic's copy under the app's data directory, with their inodes.
-fn compact_files(data_dir: &Path) -> Vec<(PathBuf, u64)> {
-    let mut files = Vec::new();
-    let topic_root = consumer_app::copy::store_dir(data_dir).join("topics").join(TOPIC);
-    let Ok(generations) = std::fs::read_dir(topic_root) else { return files };
-    for generation in generations.flatten() {
-        let Ok(entries) = std::fs::read_dir(generation.path()) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|extension| extension == "compact")
-                && let Ok(metadata) = std::fs::metadata(&path)
-            {
-                files.push((path, metadata.ino()));
-            }
-        }
-    }
-    files
-}
-
-/// A counter from the app's `/metrics`.
-async fn app_metric(app: &AppProcess, name: &str) -> u64 {
-    let (_, page) = app.get_text("/metrics").await;
-    page.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0)
+/// The directory of the topic's generations in the app's copy.
+fn topic_root(data_dir: &Path) -> PathBuf {
+    consumer_app::copy::store_dir(data_dir).join("topics").join(TOPIC)
 }
 
 /// Waits until the app has indexed round `round`'s sentinel.
@@ -104,18 +72,6 @@ async fn wait_for_round(app: &AppProcess, round: u64) {
     .await;
 }
 
-/// When to kill the app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Moment {
-    /// While a rewritten group's `.compact` file exists.
-    MidWay,
-    /// The moment a `.compact` file is gone again (renamed in, mostly).
-    AfterRename,
-    /// While a `.compact` file exists that is not the first one seen: a later group of a pass, with an
-    /// earlier one switched in (or the first group of a later pass).
-    LaterGroup,
-}
-
 /// Publishes rounds until the app writes a `.compact` file, then kills it (-9) at `moment`. Answers the
 /// `.compact` files left on disk (with their inodes). Bounded: at most 10 rounds, each watched for at most
 /// [`WAIT`] / 4.
@@ -127,36 +83,17 @@ async fn kill_during_compaction(
     round: &mut u64,
     moment: Moment,
 ) -> Vec<(PathBuf, u64)> {
+    let topic_root = topic_root(data_dir);
     // The first `.compact` file seen, when waiting for a later one.
     let mut first = Vec::new();
     for _ in 0..10 {
         *round += 1;
         publish_round(broker, model, *round).await;
-        let deadline = Instant::now() + WAIT / 4;
-        while Instant::now() < deadline {
-            let seen = compact_files(data_dir);
-            if moment == Moment::LaterGroup && first.is_empty() {
-                first = seen;
-            } else if seen.iter().any(|file| !first.contains(file)) {
-                if moment == Moment::AfterRename {
-                    // Looked for without sleeping, to kill as close to the rename as possible.
-                    let gone = Instant::now() + WAIT;
-                    while compact_files(data_dir).iter().any(|file| seen.contains(file)) {
-                        assert!(Instant::now() < gone, "the app never switched {seen:?} in");
-                        tokio::task::yield_now().await;
-                    }
-                }
-                app.kill9();
-                let left = compact_files(data_dir);
-                println!("app killed (-9) {moment:?} after round {round}, seen {seen:?}, left {left:?}");
-                return left;
-            }
-            if first.is_empty() {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            } else {
-                // A later group's file may exist for a few milliseconds only: looked for without sleeping.
-                tokio::task::yield_now().await;
-            }
+        if let Some(seen) = wait_for_moment(&topic_root, moment, &mut first, WAIT / 4, || {}).await {
+            app.kill9();
+            let left = compact_files(&topic_root);
+            println!("app killed (-9) {moment:?} after round {round}, seen {seen:?}, left {left:?}");
+            return left;
         }
     }
     panic!("the app never wrote a .compact file in 10 rounds");
@@ -171,15 +108,15 @@ async fn restart_and_compact(
     round: u64,
 ) -> AppProcess {
     let app = AppProcess::start(broker.consumers, data_dir, &APP_ENV).await;
-    let remaining = compact_files(data_dir);
+    let remaining = compact_files(&topic_root(data_dir));
     assert!(
         !remaining.iter().any(|file| left.contains(file)),
         "recovery kept a leftover .compact file: {remaining:?}"
     );
     wait_for_round(&app, round).await;
     let deadline = Instant::now() + WAIT;
-    while app_metric(&app, "consumer_app_compaction_passes_total").await == 0
-        || !compact_files(data_dir).is_empty()
+    while app.metric("consumer_app_compaction_passes_total").await == 0
+        || !compact_files(&topic_root(data_dir)).is_empty()
     {
         assert!(Instant::now() < deadline, "the app never compacted its copy after the restart");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -191,45 +128,9 @@ async fn restart_and_compact(
 /// deleted key's 404 `deleted` or `unknown_key`), the key list is exactly the live keys, and the records
 /// replay to the model with offsets strictly rising.
 async fn check_copy(app: &AppProcess, model: &Model) {
-    for (key, value) in model {
-        let (status, body) = app.get(&format!("/api/v1/topics/{TOPIC}/keys/{key}")).await;
-        match value {
-            Some(value) => {
-                assert_eq!(
-                    (status, body["value_text"].as_str()),
-                    (200, Some(value.as_str())),
-                    "{key}: {body}"
-                )
-            }
-            None => {
-                assert_eq!(status, 404, "{key} was deleted: {body}");
-                let error = body["error"].as_str();
-                assert!(matches!(error, Some("deleted" | "unknown_key")), "{key}: {body}");
-            }
-        }
-    }
+    check_keys(app, TOPIC, model).await;
 
-    // The key list, page by page (bounded: each page but the last is full).
-    let mut listed = BTreeMap::new();
-    let mut after: Option<String> = None;
-    for _ in 0..=model.len() / 100 + 1 {
-        let path = match &after {
-            Some(after) => format!("/api/v1/topics/{TOPIC}/keys?after={after}&limit=100"),
-            None => format!("/api/v1/topics/{TOPIC}/keys?limit=100"),
-        };
-        let (status, page) = app.get(&path).await;
-        assert_eq!(status, 200, "{page}");
-        for record in page["keys"].as_array().unwrap() {
-            let key = record["key"].as_str().unwrap().to_string();
-            let value = record["value_text"].as_str().unwrap().to_string();
-            assert!(listed.insert(key.clone(), value).is_none(), "{key} listed twice");
-        }
-        after = page["next_after"].as_str().map(ToString::to_string);
-        if after.is_none() {
-            break;
-        }
-    }
-    assert!(after.is_none(), "the key list did not end");
+    let listed = listed_keys(app, TOPIC).await;
     assert_eq!(listed, live(model), "the key list differs from the model's live keys");
 
     // The records, replayed front to back.
@@ -288,6 +189,6 @@ async fn kill_9_during_compaction_of_the_apps_copy_leaves_a_correct_copy() {
         check_copy(&app, &model).await;
     }
     app.stop().await;
-    assert!(compact_files(data.path()).is_empty(), "a .compact file outlived the app");
+    assert!(compact_files(&topic_root(data.path())).is_empty(), "a .compact file outlived the app");
     broker.stop().await;
 }

@@ -4,6 +4,8 @@
 //! needs other settings passes them through [`TestBroker::start_with`], and helpers that only one suite
 //! uses stay in that suite's `tests/common/mod.rs`. Tests of real broker processes do not use it.
 
+pub mod compaction;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,4 +163,13 @@ impl TestBroker {
         assert_eq!(status, 200, "{answer}");
         answer
     }
+}
+
+/// The value of a counter or gauge without labels in a Prometheus text page (`name value` lines), zero if
+/// the page does not have it.
+pub fn metric(page: &str, name: &str) -> u64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
 }

@@ -272,6 +272,12 @@ impl AppProcess {
         }
     }
 
+    /// A counter or gauge without labels from the app's `/metrics` (zero if absent).
+    pub async fn metric(&self, name: &str) -> u64 {
+        let (_, page) = self.get_text("/metrics").await;
+        testkit::metric(&page, name)
+    }
+
     /// Waits until the copy of `topic` holds every record below `position`.
     pub async fn wait_for_position(&self, topic: &str, position: u64) -> Value {
         self.wait_for("/api/v1/stats", &format!("{topic} at position {position}"), |stats| {
@@ -314,4 +320,65 @@ pub fn check_copy(data_dir: &std::path::Path, topic: &str, n: u64) {
         }
     }
     assert_eq!(expected, n);
+}
+
+/// What a test publishes to a keyed topic: each key's latest value, or `None` once deleted.
+pub type Model = std::collections::BTreeMap<String, Option<String>>;
+
+/// The live keys of `model` and their values (deleted keys left out).
+pub fn live(model: &Model) -> std::collections::BTreeMap<String, String> {
+    model.iter().filter_map(|(key, value)| Some((key.clone(), value.clone()?))).collect()
+}
+
+/// Checks every key of the model through `GET keys/{key}` of `topic`: a live key's value (as text), a deleted
+/// key's 404 (`deleted`, or `unknown_key` once compaction dropped its tombstone). Answers how many deleted
+/// keys were unknown.
+pub async fn check_keys(app: &AppProcess, topic: &str, model: &Model) -> usize {
+    let mut unknown = 0;
+    for (key, value) in model {
+        let (status, body) = app.get(&format!("/api/v1/topics/{topic}/keys/{key}")).await;
+        match value {
+            Some(value) => {
+                assert_eq!(
+                    (status, body["value_text"].as_str()),
+                    (200, Some(value.as_str())),
+                    "{key}: {body}"
+                )
+            }
+            None => {
+                assert_eq!(status, 404, "{key} was deleted: {body}");
+                match body["error"].as_str() {
+                    Some("deleted") => {}
+                    Some("unknown_key") => unknown += 1,
+                    other => panic!("{key}: {other:?}"),
+                }
+            }
+        }
+    }
+    unknown
+}
+
+/// The live keys of `topic` and their values (as text) as the app lists them (`GET keys`, every page, which
+/// reads its key index); fails on a key listed twice or a list that never ends.
+pub async fn listed_keys(app: &AppProcess, topic: &str) -> std::collections::BTreeMap<String, String> {
+    let mut listed = std::collections::BTreeMap::new();
+    let mut after: Option<String> = None;
+    for _ in 0..1_000 {
+        let path = match &after {
+            Some(after) => format!("/api/v1/topics/{topic}/keys?limit=1000&after={after}"),
+            None => format!("/api/v1/topics/{topic}/keys?limit=1000"),
+        };
+        let (status, page) = app.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        for entry in page["keys"].as_array().unwrap() {
+            let key = entry["key"].as_str().unwrap().to_string();
+            let value = entry["value_text"].as_str().unwrap_or_default().to_string();
+            assert!(listed.insert(key.clone(), value).is_none(), "{key} listed twice");
+        }
+        match page["next_after"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return listed,
+        }
+    }
+    panic!("the key list never ended");
 }
