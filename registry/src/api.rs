@@ -17,6 +17,7 @@ use service::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 use crate::auth::check_token;
 use crate::error::{Error, RequestError};
+use crate::identities::{Identities, NodeIdentity};
 use crate::metrics;
 use crate::model::{Assignment, Event, HeartbeatRequest, Node, RegisterRequest, TopologyView};
 use crate::page;
@@ -43,14 +44,36 @@ pub struct HistoryQuery {
     pub limit: Option<u64>,
 }
 
+/// Checks that a request for node `id` may be made: with node identities, it carries `id`'s own token;
+/// otherwise the shared token, when one is configured. Answers the node's identity, if identities are used.
+fn authorize<'s>(
+    state: &'s AppState,
+    id: &str,
+    headers: &HeaderMap,
+    body_token: Option<&str>,
+) -> Result<Option<&'s NodeIdentity>, RequestError> {
+    let settings = state.settings();
+    match &settings.identities {
+        Some(identities) => identities.authenticate(id, headers, body_token).map(Some).inspect_err(|_| {
+            tracing::warn!(node = %id, "refused a request for a node without that node's token");
+        }),
+        None => check_token(settings.token.as_deref(), headers, body_token).map(|()| None),
+    }
+}
+
 /// `POST /api/v1/nodes`: register or re-register.
 pub async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<Json<Assignment>, ApiError> {
-    check_token(state.settings().token.as_deref(), &headers, request.token.as_deref())?;
+    let identity = authorize(&state, &request.id, &headers, request.token.as_deref())?;
     let registration = Registration::parse(request)?;
+    if let Some(identity) = identity {
+        Identities::admit(identity, &registration).inspect_err(|error| {
+            tracing::warn!(node = %registration.id, %error, "refused a registration its identity does not allow");
+        })?;
+    }
     let id = registration.id.clone();
     let assignment = state.run(move |topology| topology.register(registration, Instant::now())).await??;
     tracing::debug!(node = %id, parent = ?assignment.node.parent, "registered");
@@ -66,7 +89,7 @@ pub async fn heartbeat(
 ) -> Result<Json<Assignment>, ApiError> {
     // A heartbeat may carry nothing at all.
     let request = request.unwrap_or_default();
-    check_token(state.settings().token.as_deref(), &headers, request.token.as_deref())?;
+    authorize(&state, &id, &headers, request.token.as_deref())?;
     let assignment =
         state.run(move |topology| topology.heartbeat(&id, request.stats, Instant::now())).await??;
     Ok(Json(assignment))
@@ -79,7 +102,7 @@ pub async fn parent(
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ParentQuery>,
 ) -> Result<Json<Assignment>, ApiError> {
-    check_token(state.settings().token.as_deref(), &headers, None)?;
+    authorize(&state, &id, &headers, None)?;
     let exclude = parse_exclude(query.exclude.as_deref())?;
     let assignment = state.run(move |topology| topology.parent_for(&id, &exclude)).await??;
     Ok(Json(assignment))
@@ -91,7 +114,7 @@ pub async fn deregister(
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    check_token(state.settings().token.as_deref(), &headers, None)?;
+    authorize(&state, &id, &headers, None)?;
     state.run(move |topology| topology.deregister(&id)).await??;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -32,7 +32,7 @@ pub fn check_token(
 
 /// Compares without stopping at the first difference, so that response time does not reveal how much of a
 /// guessed token is right.
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     if left.len() != right.len() {
         return false;
     }

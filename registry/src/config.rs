@@ -4,6 +4,7 @@
 //! This module owns parsing and checking settings. It does not open anything; `main` turns the result into
 //! `Settings` and starts the service.
 
+use crate::identities::Identities;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,6 +64,11 @@ pub struct ServeArgs {
     /// (`Authorization: Bearer <token>` or a `token` field); none when unset or empty.
     #[arg(long, env = "REGISTRY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A JSON file naming every node the registry accepts, with its own token, its level and optionally its
+    /// labels (`{"nodes": [{"id", "level", "token", "labels"}]}`): a request for node X then needs X's token
+    /// (`--token` is not used), and X registers only at its level and labels.
+    #[arg(long, env = "REGISTRY_NODES_FILE")]
+    pub nodes_file: Option<PathBuf>,
     /// How many topology history events are kept.
     #[arg(long, env = "REGISTRY_HISTORY_LIMIT", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
@@ -102,6 +108,7 @@ impl ServeArgs {
             expiry: self.expiry,
             heartbeat_interval: self.heartbeat_interval,
             token: self.token.clone().filter(|token| !token.is_empty()),
+            identities: self.nodes_file.as_deref().map(Identities::load).transpose()?,
             history_limit: self.history_limit,
             http: HttpLimits {
                 max_connections: self.max_http_connections,

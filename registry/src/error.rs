@@ -82,6 +82,9 @@ pub enum RequestError {
     /// The token is missing or wrong.
     #[error("a valid token is required")]
     Unauthorized,
+    /// The node proved who it is but may not register so (another level, other labels than its identity).
+    #[error("{0}")]
+    NotAllowed(String),
     /// No node has this id.
     #[error("no node {0:?} is registered")]
     UnknownNode(String),
@@ -113,6 +116,7 @@ impl From<RequestError> for ApiError {
             RequestError::BadField(_) => ApiError::bad_request("bad_field", detail),
             RequestError::BadQuery(_) => ApiError::bad_query(detail),
             RequestError::Unauthorized => ApiError::unauthorized("unauthorized", detail),
+            RequestError::NotAllowed(_) => ApiError::forbidden("not_allowed", detail),
             RequestError::UnknownNode(_) => ApiError::not_found("unknown_node", detail),
             RequestError::LevelConflict(_) => ApiError::conflict("level_conflict", detail),
             RequestError::Cycle(_) => ApiError::conflict("cycle", detail),

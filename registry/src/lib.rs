@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod identities;
 pub mod metrics;
 pub mod model;
 pub mod page;

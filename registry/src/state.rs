@@ -24,8 +24,12 @@ pub struct Settings {
     pub expiry: Duration,
     /// How often nodes are told to heartbeat.
     pub heartbeat_interval: Duration,
-    /// The shared token that register, heartbeat, parent and deregister requests must carry, if any.
+    /// The shared token that register, heartbeat, parent and deregister requests must carry, if any (not
+    /// used when `identities` are given).
     pub token: Option<String>,
+    /// Each node's own token, level and labels (`--nodes-file`): a request for node X then needs X's token,
+    /// and X registers only at its level and labels.
+    pub identities: Option<crate::identities::Identities>,
     /// How many history events are kept.
     pub history_limit: u64,
     /// The HTTP listener's connection cap and timeouts.
@@ -56,6 +60,7 @@ impl Settings {
             expiry: Settings::DEFAULT_EXPIRY,
             heartbeat_interval: Settings::DEFAULT_HEARTBEAT_INTERVAL,
             token: None,
+            identities: None,
             history_limit: Settings::DEFAULT_HISTORY_LIMIT,
             http: Settings::DEFAULT_HTTP_LIMITS,
         }
