@@ -1,4 +1,5 @@
-//! The shared token: checking that a request that changes the topology carries it.
+//! The shared token: checking that a request that changes the topology carries it, and finding the token a
+//! request presents (which `identities` checks against each node's own).
 //!
 //! This module owns how a token is found (header or body field) and compared. It does not know which
 //! endpoints need one; the handlers in `api` ask.
@@ -17,17 +18,22 @@ pub fn check_token(
     let Some(expected) = expected else {
         return Ok(());
     };
-    let from_header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
-    let given = from_header.or(body_token).ok_or(RequestError::Unauthorized)?;
+    let given = presented_token(headers, body_token).ok_or(RequestError::Unauthorized)?;
     if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         Ok(())
     } else {
         Err(RequestError::Unauthorized)
     }
+}
+
+/// The token a request presents: `Authorization: Bearer <token>`, else the body's `token` field.
+pub(crate) fn presented_token<'a>(headers: &'a HeaderMap, body_token: Option<&'a str>) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .or(body_token)
 }
 
 /// Compares without stopping at the first difference, so that response time does not reveal how much of a

@@ -12,9 +12,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use serde::Deserialize;
 
+use crate::auth::{constant_time_eq, presented_token};
 use crate::error::RequestError;
 use crate::model::{Labels, Level};
 use crate::registration::{Registration, validate_id, validate_labels};
@@ -109,17 +110,9 @@ impl Identities {
         headers: &HeaderMap,
         body_token: Option<&str>,
     ) -> Result<&NodeIdentity, RequestError> {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .or(body_token)
-            .ok_or(RequestError::Unauthorized)?;
+        let given = presented_token(headers, body_token).ok_or(RequestError::Unauthorized)?;
         match self.by_id.get(id) {
-            Some(identity) if crate::auth::constant_time_eq(given.as_bytes(), identity.token.as_bytes()) => {
-                Ok(identity)
-            }
+            Some(identity) if constant_time_eq(given.as_bytes(), identity.token.as_bytes()) => Ok(identity),
             _ => Err(RequestError::Unauthorized),
         }
     }
@@ -148,7 +141,7 @@ impl Identities {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, header};
 
     const FILE: &str = r#"{"nodes": [
         {"id": "root", "level": "ROOT", "token": "root-token-0123456789"},
