@@ -1,50 +1,15 @@
 //! The real `registry` binary as a process: it serves, passes its own healthcheck, exits 0 on SIGTERM, and a
 //! bad flag makes it exit non-zero with one readable line.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{ProcessGuard, listening_address};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_registry");
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Kills the process if the test fails before it exits, so that no registry outlives the test.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Reads the JSON log on stderr until the "registry listening" line and answers its address.
-fn listening_address(child: &mut Child) -> String {
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (lines, received) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        // Stops reading once the address is found, on purpose: the registry must keep working, and exit
-        // cleanly, with nobody reading its log (a lost log line must never crash a service).
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let started = Instant::now();
-    loop {
-        let remaining =
-            DEADLINE.checked_sub(started.elapsed()).expect("the registry never said it was listening");
-        let line = received.recv_timeout(remaining).expect("a log line before the deadline");
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        if entry["fields"]["message"] == "registry listening" {
-            return entry["fields"]["address"].as_str().expect("address field").to_owned();
-        }
-    }
-}
 
 fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
     let started = Instant::now();
@@ -68,7 +33,7 @@ fn the_binary_serves_passes_its_healthcheck_and_exits_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the registry");
-    let mut guard = Guard(child);
+    let mut guard = ProcessGuard(child);
     let address = listening_address(&mut guard.0);
 
     let health = Command::new(BINARY)

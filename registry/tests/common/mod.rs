@@ -4,6 +4,7 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -131,4 +132,45 @@ pub fn alternate_ids(assignment: &Value) -> Vec<String> {
         .as_array()
         .map(|nodes| nodes.iter().filter_map(|node| node["id"].as_str().map(str::to_owned)).collect())
         .unwrap_or_default()
+}
+
+/// How long a registry process may take to start.
+pub const PROCESS_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Kills the process if the test fails before it exits, so that no registry outlives the test.
+pub struct ProcessGuard(pub std::process::Child);
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Reads the JSON log on stderr until the "registry listening" line and answers its address.
+pub fn listening_address(child: &mut std::process::Child) -> String {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        // Stops reading once the address is found, on purpose: the registry must keep working, and exit
+        // cleanly, with nobody reading its log (a lost log line must never crash a service).
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    loop {
+        let remaining = PROCESS_DEADLINE
+            .checked_sub(started.elapsed())
+            .expect("the registry never said it was listening");
+        let line = received.recv_timeout(remaining).expect("a log line before the deadline");
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if entry["fields"]["message"] == "registry listening" {
+            return entry["fields"]["address"].as_str().expect("address field").to_owned();
+        }
+    }
 }
