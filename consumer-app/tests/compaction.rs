@@ -73,7 +73,8 @@ async fn the_app_compacts_its_copy_and_comes_back_across_the_delete_horizon_with
     let data = tempfile::tempdir().unwrap();
     let mut model = Model::new();
     // Half the keys stop changing half way, so their latest records end up inside compacted ranges.
-    publish(&broker, &mut model, 1, 1_500, 50, 0).await;
+    // The first half ends with the sentinel of round 0, so waiting for round 1 waits for both halves.
+    publish(&broker, &mut model, 0, 1_500, 50, 0).await;
     publish(&broker, &mut model, 1, 1_500, 25, 0).await;
     let app = AppProcess::start(broker.consumers, data.path(), &APP_ENV).await;
     wait_for_round(&app, 1).await;
