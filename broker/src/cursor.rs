@@ -288,7 +288,10 @@ impl Cursor {
     /// Whether delivery stands below the log's delete horizon (it moved past this client, or past a
     /// refresh in progress): only a new full refresh serves it now.
     pub fn below_delete_horizon(&self) -> bool {
-        self.attached.as_ref().is_some_and(|attached| below_delete_horizon(&attached.log, self.next_send))
+        self.attached.as_ref().is_some_and(|attached| {
+            attached.log.delete_horizon() > self.next_send
+                && below_delete_horizon(&attached.log, self.next_send)
+        })
     }
 
     /// Whether there are records to send.

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::Ordering;
 
-use protocol::record::peek_record_timestamp;
+use protocol::record::{peek_record_offset, peek_record_timestamp};
 use protocol::{CheckedBatch, NewRecord, WireError, check_run, skip_below};
 
 use crate::config::FlushPolicy;
@@ -274,9 +274,13 @@ impl Log {
             self.roll(writer, now)?;
         }
         writer.active.append(bytes, lens, last_timestamp_ms)?;
-        // Offsets rise through the records, with gaps in a compacted range: the segment knows where its
-        // last record put the log's end.
-        writer.next_offset = writer.active.end_offset();
+        // Offsets rise through the records, with gaps in a compacted range: the last one says where the
+        // log goes on.
+        let last_len = lens.last().map_or(0, |len| *len as usize);
+        writer.next_offset = match peek_record_offset(&bytes[bytes.len() - last_len..]) {
+            Some(last) if !lens.is_empty() => last + 1,
+            _ => writer.next_offset + lens.len() as u64,
+        };
         writer.last_timestamp_ms = writer.last_timestamp_ms.max(last_timestamp_ms);
         self.next_offset.store(writer.next_offset, Ordering::Release);
         Ok(())

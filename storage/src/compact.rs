@@ -136,15 +136,13 @@ impl Log {
         }
         let segments = self.segment_list();
         let sealed = &segments[..segments.len().saturating_sub(1)];
-        let (mut total, mut dirty, mut n_dirty) = (0u64, 0u64, 0usize);
-        for segment in sealed {
-            let bytes = segment.state().written as u64;
-            total += bytes;
-            if segment.base_offset() >= state.clean_until {
-                dirty += bytes;
-                n_dirty += 1;
-            }
-        }
+        let total: u64 = sealed.iter().map(|segment| segment.state().written as u64).sum();
+        let dirty: u64 = sealed
+            .iter()
+            .filter(|segment| segment.base_offset() >= state.clean_until)
+            .map(|segment| segment.state().written as u64)
+            .sum();
+        let n_dirty = sealed.iter().filter(|segment| segment.base_offset() >= state.clean_until).count();
         // One dirty segment alone after a pass is not worth a rewrite of everything before it.
         dirty > 0 && (state.clean_until == 0 || n_dirty > 1) && dirty as f64 >= total as f64 * MIN_DIRTY_SHARE
     }

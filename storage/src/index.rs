@@ -80,17 +80,12 @@ impl IndexBuilder {
         IndexBuilder { interval: u64::from(interval.max(1)), last_position }
     }
 
-    /// Whether a record at byte `position` gets an entry (the distance since the last one is reached).
-    pub(crate) fn due(&self, position: usize) -> bool {
-        position as u64 >= self.last_position + self.interval
-    }
-
     /// Called for every record in order; returns the entry to add for it, if any.
     pub(crate) fn observe(&mut self, relative_offset: u64, position: usize) -> Option<IndexEntry> {
-        if !self.due(position) {
+        let position = position as u64;
+        if position < self.last_position + self.interval {
             return None;
         }
-        let position = position as u64;
         let entry = IndexEntry {
             relative_offset: u32::try_from(relative_offset).ok()?,
             position: u32::try_from(position).ok()?,

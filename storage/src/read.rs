@@ -165,8 +165,11 @@ impl Log {
     /// segment after the one based at `offset`. Holds the segment list's lock only to clone an `Arc`.
     fn segment_after(&self, offset: u64, strictly_after: bool) -> Option<Arc<Segment>> {
         let segments = self.segments.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let after = segments.partition_point(|segment| segment.base_offset() <= offset);
-        let index = if strictly_after { Some(after) } else { after.checked_sub(1) };
-        index.and_then(|index| segments.get(index)).cloned()
+        if strictly_after {
+            let index = segments.partition_point(|segment| segment.base_offset() <= offset);
+            return segments.get(index).cloned();
+        }
+        let index = segments.partition_point(|segment| segment.base_offset() <= offset);
+        index.checked_sub(1).map(|index| Arc::clone(&segments[index]))
     }
 }

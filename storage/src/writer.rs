@@ -166,11 +166,6 @@ impl SegmentWriter {
         &self.segment
     }
 
-    /// The offset after the last record written (the base offset while empty).
-    pub(crate) fn end_offset(&self) -> u64 {
-        self.end_offset
-    }
-
     /// Bytes written so far.
     pub(crate) fn position(&self) -> usize {
         self.position
@@ -208,18 +203,14 @@ impl SegmentWriter {
         let base_offset = self.segment.base_offset();
         let mut entries: Vec<IndexEntry> = Vec::new();
         let mut at = 0;
-        let mut last_at = 0;
-        // The sizes were learnt when the records were checked or encoded; a record's offset field is read
-        // only where an index entry goes and for the last record (offsets rise, with gaps in a compacted
-        // range).
+        let mut last_offset = self.end_offset.saturating_sub(1);
+        // The sizes were learnt when the records were checked or encoded; only each record's offset field
+        // is read again (offsets rise, with gaps in a compacted range).
         for len in record_lens {
-            if self.builder.due(start + at)
-                && let Some(offset) = peek_record_offset(&bytes[at..])
-                && let Some(entry) = self.builder.observe(offset - base_offset, start + at)
-            {
+            last_offset = peek_record_offset(&bytes[at..]).unwrap_or(last_offset + 1);
+            if let Some(entry) = self.builder.observe(last_offset - base_offset, start + at) {
                 entries.push(entry);
             }
-            last_at = at;
             at += *len as usize;
         }
         if !entries.is_empty() {
@@ -227,8 +218,7 @@ impl SegmentWriter {
         }
         self.position += n;
         if !record_lens.is_empty() {
-            self.end_offset = peek_record_offset(&bytes[last_at..])
-                .map_or(self.end_offset + record_lens.len() as u64, |last| last + 1);
+            self.end_offset = last_offset + 1;
         }
         // The write above returned, so the bytes are in the page cache the mapping shares; publishing the
         // length with `Release` after it is what lets readers borrow them.
